@@ -1,0 +1,149 @@
+"""The `fpsim` command line: thin commands over the public API.
+
+Invariant: bad input ends with a one-line message on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+import fpsim
+from fpsim.explain import _elide, exact_decimal, explain
+from fpsim.formats import NAN_ENCODINGS, OVERFLOW_POLICIES, PRESETS, format_names, get_format
+from fpsim.rounding import NAN_INPUT_POLICIES, ROUNDING_MODES
+
+_NUMBER = re.compile(r"[+-]?(inf|infinity|nan|0x[0-9a-f.]+(p[+-]?\d+)?|(\d+\.?\d*|\.\d+)(e[+-]?\d+)?)", re.IGNORECASE)
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print the whole usage first
+        raise UsageError(message)
+
+
+def parse_value(text: str) -> float:
+    """A real number from decimal, hex float (0x1.8p-3), inf or nan."""
+    token = text.strip()
+    if not _NUMBER.fullmatch(token):
+        raise UsageError(f"VALUE must be a decimal, a hex float such as 0x1.8p-3, inf or nan; got {text!r}")
+    return float.fromhex(token) if "0x" in token.lower() else float(token)
+
+
+def parse_bits(text: str, fmt: fpsim.Format) -> float:
+    """Decode a bit pattern written in hex (0x3c00), binary (0b…) or decimal."""
+    try:
+        code = int(text.strip(), 0)
+    except ValueError:
+        raise UsageError(f"--bits values must be integers such as 0x3c00 or 0b0011110000000000; got {text!r}") from None
+    return float(fpsim.decode(code, fmt))
+
+
+def _formats(specs: Sequence[str] | None, default: Sequence[str]) -> list[fpsim.Format]:
+    names = [name for spec in (specs or default) for name in spec.split(",") if name.strip()]
+    return [get_format(name) for name in names]
+
+
+def _inputs(args: argparse.Namespace, fmt: fpsim.Format) -> list[float]:
+    if args.bits:
+        return [parse_bits(text, fmt) for text in args.values]
+    return [parse_value(text) for text in args.values]
+
+
+def cmd_formats(args: argparse.Namespace) -> None:
+    header = ("name", "bits", "e/m", "bias", "max", "smallest normal", "smallest subnormal", "eps", "digits", "decades")
+    rows = [header]
+    for f in PRESETS.values():
+        layout = f"e{f.nexp}m{f.nmant}{'' if f.has_inf else 'fn'}"
+        rows.append((
+            f.name, str(f.bits), layout, str(f.bias), f"{f.max:.6g}", f"{f.smallest_normal:.6g}",
+            f"{f.smallest_subnormal:.6g}", f"{f.eps:.6g}", f"{f.decimal_digits:.2f}", f"{f.dynamic_range_decades:.1f}",
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    print("\n'fn' = finite only: no infinities, NaN (if any) only at the all-ones code.")
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    formats = _formats(args.format, ["fp32,fp16,bf16"])
+    if args.bits and len(formats) != 1:
+        raise UsageError("--bits reads patterns of one format: give exactly one --format")
+    options = {"overflow": args.overflow, "rng": args.seed, "on_nan": args.on_nan}
+    for value in _inputs(args, formats[0]):
+        print(explain(value, formats, args.rounding, **options))
+
+
+def cmd_round(args: argparse.Namespace) -> None:
+    (fmt,) = _formats([args.format], [])
+    source = get_format(args.source) if args.source else fmt
+    values = np.array(_inputs(args, source), dtype=np.float64)
+    rounded, flags = fpsim.round(
+        values, fmt, args.rounding, overflow=args.overflow, rng=args.seed, on_nan=args.on_nan, flags=True
+    )
+    codes = fpsim.encode(rounded, fmt)
+    print(f"{fmt.name}, rounding {args.rounding}")
+    for value, result, code in zip(values, rounded, codes):
+        stored = _elide(exact_decimal(float(result)))
+        print(f"  {float(value)!r:>24} -> {stored}  0x{int(code):0{(fmt.bits + 3) // 4}x}")
+    print(f"flags: {flags}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fpsim", description="See how floating-point formats store numbers.")
+    parser.add_argument("--version", action="version", version=f"fpsim {fpsim.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser("formats", help="table of the preset formats").set_defaults(run=cmd_formats)
+
+    def rounding_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("values", nargs="+", metavar="VALUE", help="decimal, hex float (0x1.8p-3), inf or nan")
+        command.add_argument("--rounding", "-r", default="nearest_even", choices=list(ROUNDING_MODES))
+        command.add_argument("--overflow", choices=list(OVERFLOW_POLICIES), help="override the format's policy")
+        command.add_argument("--seed", type=int, help="seed for --rounding stochastic")
+        command.add_argument(
+            "--on-nan", default="raise", choices=list(NAN_INPUT_POLICIES), help="NaN into a format without NaN"
+        )
+        command.add_argument("--bits", action="store_true", help="VALUEs are bit patterns (0x3c00)")
+
+    explain_cmd = commands.add_parser("explain", help="bits, stored value and exact error, formats side by side")
+    rounding_options(explain_cmd)
+    explain_cmd.add_argument("--format", "-f", action="append", help="format name(s), repeatable or comma-separated")
+    explain_cmd.set_defaults(run=cmd_explain)
+
+    round_cmd = commands.add_parser("round", help="round values to a format and count IEEE exceptions")
+    rounding_options(round_cmd)
+    round_cmd.add_argument("--format", "-f", required=True, help="target format name")
+    round_cmd.add_argument("--from", dest="source", help="with --bits: the format the patterns belong to")
+    round_cmd.set_defaults(run=cmd_round)
+    parser.epilog = f"formats: {', '.join(format_names())}, or eXmY. NaN encodings: {', '.join(NAN_ENCODINGS)}."
+    return parser
+
+
+def _protect_negative_numbers(argv: Sequence[str]) -> list[str]:
+    """argparse would read '-1e-5' or '-inf' as options; a leading space keeps them values."""
+    return [f" {arg}" if arg.startswith("-") and _NUMBER.fullmatch(arg) else arg for arg in argv]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = _protect_negative_numbers(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        args.run(args)
+    except (UsageError, ValueError, TypeError) as err:
+        print(f"fpsim: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `fpsim ... | head` closed the pipe: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Encoding of real numbers as the bit patterns of a Format and decoding them back to float64.
+
+Invariant: decode(encode(x)) == round(x) bit for bit, and encode(decode(b)) == b for every non-NaN code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from fpsim._inputs import as_real_array, restore_scalar
+from fpsim.flags import Flags
+from fpsim.formats import Format, get_format
+from fpsim.rounding import CHUNK, Rounding
+
+_MANTISSA_MASK_64 = (1 << 52) - 1
+CLASSES = ("zero", "subnormal", "normal", "inf", "nan")
+
+
+def _round(x, fmt, rounding, overflow, rng, on_nan, flags):
+    plan = Rounding.resolve(fmt, rounding, overflow, rng, on_nan)
+    values, scalar = as_real_array(x, "x")
+    rounded, counts = plan(values, count_flags=flags)
+    return plan.fmt, rounded, scalar, counts
+
+
+def round(
+    x: object,
+    fmt: Format | str,
+    rounding: str = "nearest_even",
+    *,
+    overflow: str | None = None,
+    rng: object = None,
+    on_nan: str = "raise",
+    flags: bool = False,
+) -> np.ndarray | float | tuple[np.ndarray | float, Flags]:
+    """Round x to the nearest values of `fmt` chosen by `rounding`; float64 out, the shape of x.
+
+    x may be a Python or numpy scalar, an array-like, an ml_dtypes array or a torch tensor (returned
+    as numpy). `overflow` overrides the format's policy ('inf', 'saturate', 'nan'); `rng` (Generator or
+    seed) drives stochastic rounding; `on_nan` says what NaN input becomes in a format without NaN.
+    With `flags=True` the result is `(values, Flags)`.
+    """
+    _, rounded, scalar, counts = _round(x, fmt, rounding, overflow, rng, on_nan, flags)
+    result = restore_scalar(rounded, scalar)
+    return (result, counts) if flags else result
+
+
+def encode(
+    x: object,
+    fmt: Format | str,
+    rounding: str = "nearest_even",
+    *,
+    overflow: str | None = None,
+    rng: object = None,
+    on_nan: str = "raise",
+    flags: bool = False,
+) -> np.ndarray | np.unsignedinteger | tuple[np.ndarray | np.unsignedinteger, Flags]:
+    """The bit patterns of x rounded to `fmt`, in the narrowest unsigned dtype that holds them.
+
+    NaN becomes the canonical quiet NaN with the input's sign. Arguments are those of `round`.
+    """
+    fmt, rounded, scalar, counts = _round(x, fmt, rounding, overflow, rng, on_nan, flags)
+    codes = np.empty(rounded.shape, dtype=fmt.storage_dtype)
+    flat_values, flat_codes = rounded.reshape(-1), codes.reshape(-1)
+    for start in range(0, flat_values.size, CHUNK):
+        flat_codes[start : start + CHUNK] = _to_codes(flat_values[start : start + CHUNK], fmt)
+    result = restore_scalar(codes, scalar)
+    return (result, counts) if flags else result
+
+
+def _to_codes(values: np.ndarray, fmt: Format) -> np.ndarray:
+    """Codes of float64 values that `fmt` represents exactly (or ±inf/NaN that it has)."""
+    magnitude = np.abs(values)
+    raw = magnitude.view(np.int64)
+    codes = (raw >> 52) - (1023 - fmt.bias)  # the format's biased exponent
+    codes <<= fmt.nmant
+    codes |= (raw & _MANTISSA_MASK_64) >> (52 - fmt.nmant)
+    small = magnitude < fmt.smallest_normal  # zeros and subnormals: code = |x| / 2^(emin - nmant), exact
+    codes[small] = np.ldexp(magnitude[small], fmt.nmant - fmt.emin).astype(np.int64)
+    if fmt.has_inf:
+        codes[np.isinf(magnitude)] = fmt.max_code + 1
+    codes[np.isnan(magnitude)] = _canonical_nan_code(fmt)
+    codes = codes.astype(np.uint64)  # the sign bit of a 64-bit format does not fit an int64
+    codes[np.signbit(values)] |= np.uint64(1 << (fmt.bits - 1))
+    return codes.astype(fmt.storage_dtype)
+
+
+def _canonical_nan_code(fmt: Format) -> int:
+    """The positive quiet NaN: top mantissa bit set for IEEE (0x7e00 in fp16), all ones for 'fn' formats."""
+    if fmt.nan == "ieee":
+        return fmt.max_code + 1 + (1 << (fmt.nmant - 1))
+    return fmt.max_code + 1
+
+
+def _as_codes(bits: object, fmt: Format) -> tuple[np.ndarray, bool]:
+    if isinstance(bits, (bool, np.bool_, float, np.floating)):
+        raise TypeError(f"bits must be non-negative integers (bit patterns), got {type(bits).__name__}")
+    if isinstance(bits, (int, np.integer)):
+        if not 0 <= bits < 2**fmt.bits:
+            raise ValueError(f"bits must be in [0, 2^{fmt.bits}) for {fmt.name}, got {bits}")
+        return np.asarray(bits, dtype=np.uint64), True
+    if type(bits).__module__.startswith("torch") and hasattr(bits, "detach"):
+        bits = bits.detach().cpu().numpy()
+    array = np.asarray(bits)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"bits must be non-negative integers (bit patterns), got dtype {array.dtype}")
+    if array.size and (array.min() < 0 or int(array.max()) >= 2**fmt.bits):
+        span = f"{array.min()} to {array.max()}"
+        raise ValueError(f"bits must be in [0, 2^{fmt.bits}) for {fmt.name}; got values from {span}")
+    return array.astype(np.uint64), False
+
+
+def decode(bits: object, fmt: Format | str) -> np.ndarray | float:
+    """The float64 values of bit patterns of `fmt` (exact: every format value is a float64)."""
+    fmt = get_format(fmt)
+    codes, scalar = _as_codes(bits, fmt)
+    values = _decode_table(fmt)[codes] if fmt.bits <= 16 else _decode_codes(codes.reshape(-1), fmt)
+    return restore_scalar(values.reshape(codes.shape), scalar)
+
+
+@lru_cache(maxsize=32)
+def _decode_table(fmt: Format) -> np.ndarray:
+    """Every value of a format of at most 16 bits, indexed by code: decoding becomes one gather."""
+    table = _decode_codes(np.arange(2**fmt.bits, dtype=np.uint64), fmt)
+    table.flags.writeable = False
+    return table
+
+
+def _decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
+    """Values of a 1-D array of codes, assembled as float64 bit patterns (every format value is a float64)."""
+    sign, exponent, mantissa = (part.astype(np.int64) for part in _split(codes, fmt))
+    raw = (exponent + (1023 - fmt.bias)) << 52 | mantissa << (52 - fmt.nmant)
+    values = raw.view(np.float64)
+    subnormal = exponent == 0  # value = mantissa · 2^(emin - nmant); DAZ formats read them as zero
+    scale = fmt.emin - fmt.nmant if fmt.subnormals else -2000
+    values[subnormal] = np.ldexp(mantissa[subnormal].astype(np.float64), scale)
+    top = exponent == 2**fmt.nexp - 1
+    if fmt.nan == "ieee":
+        values[top] = np.where(mantissa[top] == 0, np.inf, np.nan)
+    elif fmt.nan == "all_ones":
+        values[top & (mantissa == 2**fmt.nmant - 1)] = np.nan
+    return np.negative(values, out=values, where=sign.astype(bool))
+
+
+def _split(codes: np.ndarray, fmt: Format) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sign = codes >> np.uint64(fmt.bits - 1)
+    exponent = (codes >> np.uint64(fmt.nmant)) & np.uint64(2**fmt.nexp - 1)
+    mantissa = codes & np.uint64(2**fmt.nmant - 1)
+    return sign, exponent, mantissa
+
+
+def fields(bits: object, fmt: Format | str) -> tuple:
+    """(sign, biased exponent, mantissa) of bit patterns, each in the format's storage dtype."""
+    fmt = get_format(fmt)
+    codes, scalar = _as_codes(bits, fmt)
+    return tuple(restore_scalar(np.asarray(part, fmt.storage_dtype), scalar) for part in _split(codes, fmt))
+
+
+def classify(x: object, fmt: Format | str, rounding: str = "nearest_even", **options) -> np.ndarray | str:
+    """'zero', 'subnormal', 'normal', 'inf' or 'nan' for each x once rounded to `fmt` (options as `round`)."""
+    fmt = get_format(fmt)
+    values = np.asarray(round(x, fmt, rounding, **options), dtype=np.float64)
+    magnitude = np.abs(values)
+    index = np.select(
+        [np.isnan(values), np.isinf(values), magnitude == 0, magnitude < fmt.smallest_normal],
+        [4, 3, 0, 1],
+        default=2,
+    )
+    names = np.array(CLASSES)[index]
+    return str(names) if names.ndim == 0 else names
+
+
+def next_up(x: object, fmt: Format | str) -> np.ndarray | float:
+    """The least value of `fmt` greater than x (x itself need not be representable).
+
+    Past the largest finite value this is +inf; in a format without infinity it is NaN (there is none).
+    """
+    fmt = get_format(fmt)
+    values, scalar = as_real_array(x, "x")
+    values = np.asarray(values, dtype=np.float64)
+    above = np.asarray(round(values, fmt, "up", overflow="saturate", on_nan="zero"), dtype=np.float64)
+    exact = above == values  # x is itself a value of fmt: move one code up
+    above[exact] = _step_up(values[exact], fmt)
+    above[values >= fmt.max] = np.inf if fmt.has_inf else np.nan
+    above[np.isnan(values)] = np.nan
+    return restore_scalar(above, scalar)
+
+
+def next_down(x: object, fmt: Format | str) -> np.ndarray | float:
+    """The greatest value of `fmt` less than x: -next_up(-x), as every format is symmetric."""
+    values, scalar = as_real_array(x, "x")
+    below = np.negative(next_up(-np.asarray(values, dtype=np.float64), fmt))
+    return restore_scalar(below, scalar)
+
+
+def _step_up(values: np.ndarray, fmt: Format) -> np.ndarray:
+    """The next value above finite format values below max, by moving one code in magnitude."""
+    negative = np.signbit(values) & (values != 0)  # -0 steps up like +0
+    magnitude_code = _to_codes(np.abs(values), fmt).astype(np.int64) + np.where(negative, -1, 1)
+    if not fmt.subnormals:  # skip the codes that flush-to-zero formats never produce
+        subnormal_code = (magnitude_code > 0) & (magnitude_code < 2**fmt.nmant)
+        magnitude_code[subnormal_code] = np.where(negative[subnormal_code], 0, 2**fmt.nmant)
+    magnitude = _decode_codes(np.minimum(magnitude_code, fmt.max_code).astype(np.uint64), fmt)
+    return np.copysign(magnitude, np.where(negative, -1.0, 1.0))

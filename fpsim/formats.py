@@ -1,0 +1,246 @@
+"""Binary floating-point formats: widths, bias, special values and the exact constants they imply.
+
+Invariant: every constant is derived from (nexp, nmant, bias, specials) by exact power-of-two arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+NAN_ENCODINGS = {
+    "ieee": "every code with an all-ones exponent and a nonzero mantissa (IEEE 754)",
+    "all_ones": "only the all-ones code S.1…1.1…1 (OCP 'fn' formats such as e4m3fn)",
+    "none": "no NaN at all (MX fp6/fp4)",
+}
+
+OVERFLOW_POLICIES = {
+    "inf": "a result beyond max becomes ±inf (IEEE 754)",
+    "saturate": "a result beyond max becomes ±max",
+    "nan": "a result beyond max becomes NaN (ml_dtypes' e4m3fn)",
+}
+
+_FLOAT64_EMIN, _FLOAT64_EMAX, _FLOAT64_NMANT = -1022, 1023, 52
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return int(value)
+
+
+def _check_choice(name: str, value: object, allowed: dict) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Format:
+    """A binary floating-point format: 1 sign bit, `nexp` exponent bits and `nmant` stored mantissa bits.
+
+    `precision` is the number of significant *bits* p = nmant + 1 (IEEE 754's p). This differs from
+    `numpy.finfo.precision`, which counts decimal digits: that figure is `decimal_digits` here.
+    Formats without subnormals (`subnormals=False`) model flush-to-zero hardware: a result that
+    would be subnormal becomes ±0, and subnormal codes decode as ±0.
+    """
+
+    name: str
+    nexp: int
+    nmant: int
+    bias: int | None = None
+    has_inf: bool = True
+    nan: str = "ieee"
+    subnormals: bool = True
+    overflow: str | None = None
+    _aliases: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        _check_int("nexp", self.nexp, 2, 11)
+        _check_int("nmant", self.nmant, 0, 52)
+        if self.bias is None:
+            object.__setattr__(self, "bias", 2 ** (self.nexp - 1) - 1)
+        _check_int("bias", self.bias, -(2**20), 2**20)
+        for flag in ("has_inf", "subnormals"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
+        _check_choice("nan", self.nan, NAN_ENCODINGS)
+        if self.has_inf != (self.nan == "ieee"):
+            raise ValueError(
+                "has_inf=True goes with nan='ieee' (the IEEE layout) and has_inf=False with "
+                f"nan='all_ones' or 'none'; got has_inf={self.has_inf}, nan={self.nan!r}"
+            )
+        if self.nan == "ieee" and self.nmant == 0:
+            raise ValueError("nan='ieee' needs nmant >= 1: with no mantissa bits there is no NaN code")
+        if self.overflow is None:
+            default = "inf" if self.has_inf else ("nan" if self.nan != "none" else "saturate")
+            object.__setattr__(self, "overflow", default)
+        self.check_overflow(self.overflow)
+        if self.emin - self.nmant < _FLOAT64_EMIN - _FLOAT64_NMANT or self.emax > _FLOAT64_EMAX:
+            raise ValueError(
+                f"bias={self.bias} puts {self.name} outside float64's range (2^-1074 to 2^1023); "
+                "choose a bias closer to the IEEE default 2^(nexp-1)-1"
+            )
+
+    def check_overflow(self, policy: str) -> str:
+        """Return `policy` if this format can honour it, else raise ValueError naming the valid ones."""
+        _check_choice("overflow", policy, OVERFLOW_POLICIES)
+        if policy == "inf" and not self.has_inf:
+            raise ValueError(f"overflow='inf' is impossible: {self.name} has no infinity; use 'saturate' or 'nan'")
+        if policy == "nan" and self.nan == "none":
+            raise ValueError(f"overflow='nan' is impossible: {self.name} has no NaN; use 'saturate'")
+        return policy
+
+    # ---- widths and codes -------------------------------------------------------------------
+    @property
+    def bits(self) -> int:
+        return 1 + self.nexp + self.nmant
+
+    @property
+    def precision(self) -> int:
+        """p, the number of significant bits including the hidden bit."""
+        return self.nmant + 1
+
+    @property
+    def storage_dtype(self) -> np.dtype:
+        """The narrowest unsigned integer dtype that holds one code."""
+        for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+            if self.bits <= np.iinfo(dtype).bits:
+                return np.dtype(dtype)
+        raise AssertionError("formats are at most 64 bits wide")  # unreachable: validated above
+
+    @property
+    def max_code(self) -> int:
+        """The code of the largest finite positive value."""
+        all_ones_exponent = (2**self.nexp - 1) << self.nmant
+        if self.nan == "ieee":
+            return all_ones_exponent - 1
+        magnitude_codes = 2 ** (self.nexp + self.nmant)
+        return magnitude_codes - (2 if self.nan == "all_ones" else 1)
+
+    # ---- exponents and constants ------------------------------------------------------------
+    @property
+    def emin(self) -> int:
+        return 1 - self.bias
+
+    @property
+    def emax(self) -> int:
+        return (self.max_code >> self.nmant) - self.bias
+
+    @cached_property
+    def max(self) -> float:
+        top_mantissa = self.max_code & (2**self.nmant - 1)
+        return math.ldexp(2**self.nmant + top_mantissa, self.emax - self.nmant)
+
+    @property
+    def min(self) -> float:
+        return -self.max
+
+    @property
+    def smallest_normal(self) -> float:
+        return math.ldexp(1.0, self.emin)
+
+    tiny = smallest_normal
+
+    @property
+    def smallest_subnormal(self) -> float:
+        """2^(emin - nmant); equals `smallest_normal` when the format has no subnormals."""
+        return math.ldexp(1.0, self.emin - self.nmant) if self.subnormals else self.smallest_normal
+
+    @property
+    def eps(self) -> float:
+        """The gap between 1 and the next larger value: 2^(1-p)."""
+        return math.ldexp(1.0, -self.nmant)
+
+    @property
+    def epsneg(self) -> float:
+        """The gap between 1 and the next smaller value: 2^-p."""
+        return math.ldexp(1.0, -self.precision)
+
+    @property
+    def decimal_digits(self) -> float:
+        """p·log10(2): how many decimal digits one significand carries (fp16: 3.31)."""
+        return self.precision * math.log10(2)
+
+    @property
+    def dynamic_range_decades(self) -> float:
+        """log10(max / smallest positive value): how many decades the format spans."""
+        return math.log10(self.max) - math.log10(self.smallest_subnormal)
+
+    def ulp(self, x: object) -> np.ndarray | float:
+        """The spacing of the format at |x|: 2^(max(floor(log2|x|), emin) - p + 1), vectorized.
+
+        ulp(0) is the smallest subnormal spacing; beyond max the unbounded-exponent spacing is
+        given; NaN for ±inf and NaN.
+        """
+        from fpsim._inputs import as_float64, restore_scalar
+
+        values, scalar = as_float64(x, "x")
+        magnitude = np.abs(values)
+        _, exponent = np.frexp(magnitude)  # |x| = m·2^exponent with m in [0.5, 1); frexp(0) gives 0
+        binade = np.where(magnitude > 0, np.maximum(exponent.astype(np.int64) - 1, self.emin), self.emin)
+        spacing = np.where(np.isfinite(magnitude), np.ldexp(1.0, binade - self.nmant), np.nan)
+        return restore_scalar(spacing, scalar)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _preset(name: str, nexp: int, nmant: int, aliases: tuple[str, ...], **specials) -> Format:
+    return Format(name, nexp, nmant, _aliases=aliases, **specials)
+
+
+_FINITE_ONLY = {"has_inf": False, "nan": "none"}
+FP64 = _preset("fp64", 11, 52, ("double", "float64", "binary64", "e11m52"))
+FP32 = _preset("fp32", 8, 23, ("single", "float32", "binary32", "float", "e8m23"))
+TF32 = _preset("tf32", 8, 10, ("tensorfloat32", "e8m10"))
+FP16 = _preset("fp16", 5, 10, ("half", "float16", "binary16", "e5m10"))
+BF16 = _preset("bf16", 8, 7, ("bfloat16", "e8m7"))
+FP8_E5M2 = _preset("fp8_e5m2", 5, 2, ("e5m2", "float8_e5m2"))
+FP8_E4M3 = _preset("fp8_e4m3", 4, 3, ("e4m3", "e4m3fn", "fp8_e4m3fn", "float8_e4m3fn"), has_inf=False, nan="all_ones")
+FP6_E3M2 = _preset("fp6_e3m2", 3, 2, ("e3m2", "e3m2fn", "fp6_e3m2fn", "float6_e3m2fn"), **_FINITE_ONLY)
+FP6_E2M3 = _preset("fp6_e2m3", 2, 3, ("e2m3", "e2m3fn", "fp6_e2m3fn", "float6_e2m3fn"), **_FINITE_ONLY)
+FP4_E2M1 = _preset("fp4_e2m1", 2, 1, ("e2m1", "e2m1fn", "fp4", "fp4_e2m1fn", "float4_e2m1fn"), **_FINITE_ONLY)
+
+PRESETS: dict[str, Format] = {
+    f.name: f for f in (FP64, FP32, TF32, FP16, BF16, FP8_E5M2, FP8_E4M3, FP6_E3M2, FP6_E2M3, FP4_E2M1)
+}
+ALIASES: dict[str, str] = {alias: f.name for f in PRESETS.values() for alias in f._aliases}
+
+_CUSTOM_PATTERN = re.compile(r"e(\d+)m(\d+)")
+
+
+def format_names() -> list[str]:
+    """Every name `get_format` accepts, presets first."""
+    return [*PRESETS, *ALIASES]
+
+
+def get_format(spec: Format | str | object) -> Format:
+    """A Format from a Format, a name in any case ('fp16', 'BFloat16', 'e4m3'), 'eXmY', or a numpy/torch dtype."""
+    if isinstance(spec, Format):
+        return spec
+    if isinstance(spec, np.dtype) or (isinstance(spec, type) and issubclass(spec, np.generic)):
+        spec = np.dtype(spec).name  # numpy and ml_dtypes dtypes: 'float16', 'bfloat16', 'float8_e4m3fn'
+    elif type(spec).__module__ == "torch":
+        spec = str(spec).removeprefix("torch.")  # torch.float16 -> 'float16'
+    if not isinstance(spec, str):
+        raise TypeError(f"fmt must be a Format or a format name, got {type(spec).__name__}")
+    key = spec.strip().lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    if key in PRESETS:
+        return PRESETS[key]
+    custom = _CUSTOM_PATTERN.fullmatch(key)
+    if custom:
+        return Format(key, int(custom[1]), int(custom[2]))
+    raise ValueError(
+        f"unknown format {spec!r}; valid names are {', '.join(format_names())}, "
+        "or 'eXmY' for a custom IEEE-style format with 2 <= X <= 11 and 0 <= Y <= 52"
+    )

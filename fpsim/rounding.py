@@ -1,0 +1,224 @@
+"""Rounding of real numbers to any Format under every rounding mode, vectorized over cache-sized chunks.
+
+Invariant: each element is rounded once, from its exact float64 value; the only other arithmetic is
+scaling by powers of two, which is exact, so no element is ever rounded twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fpsim.flags import Flags, report, tracking
+from fpsim.formats import Format, get_format
+
+ROUNDING_MODES = {
+    "nearest_even": "to the nearest value, ties to an even last bit (IEEE 754 default)",
+    "nearest_away": "to the nearest value, ties away from zero",
+    "toward_zero": "to the neighbour nearer zero (truncation)",
+    "up": "to the neighbour toward +inf",
+    "down": "to the neighbour toward -inf",
+    "odd": "exact values unchanged, others to the neighbour whose last bit is odd",
+    "stochastic": "to either neighbour, with probability proportional to the distance to the other",
+}
+
+NAN_INPUT_POLICIES = {
+    "raise": "NaN input to a format without NaN raises ValueError",
+    "zero": "NaN input to a format without NaN becomes a zero of the NaN's sign",
+    "ml_dtypes": "NaN input to a format without NaN becomes a zero of the opposite sign, as ml_dtypes 0.6 does",
+}
+
+CHUNK = 1 << 15  # elements per pass: 256 KiB of float64, so the temporaries of one chunk stay in L2 cache
+_EXPONENT_MASK = 0x7FF
+_FLOAT64_BIAS = 1023
+
+
+def check_rounding(mode: object) -> str:
+    if mode not in ROUNDING_MODES:
+        raise ValueError(f"rounding must be one of {', '.join(ROUNDING_MODES)}; got {mode!r}")
+    return mode
+
+
+# ---- rounding of t = x / quantum to an integer, in place where possible ---------------------
+def _nearest_even(t: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    return np.rint(t, out=t)  # the FPU's own round-half-even
+
+
+def _toward_zero(t: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    return np.trunc(t, out=t)
+
+
+def _up(t: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    return np.ceil(t, out=t)
+
+
+def _down(t: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    return np.floor(t, out=t)
+
+
+def _nearest_away(t: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    fraction, whole = np.modf(t)  # exact split; modf(±inf) = (0, ±inf) with no invalid-operation warning
+    whole += np.trunc(2.0 * fraction)  # ±1 exactly when |fraction| >= 1/2
+    return np.copysign(whole, t, out=t)  # -0.3 must round to -0, not +0
+
+
+def _odd(t: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    fraction, whole = np.modf(t)
+    even = np.modf(0.5 * whole)[0] == 0  # halving an integer is exact
+    whole += np.copysign((fraction != 0) & even, t)  # inexact and even: step away from zero to the odd neighbour
+    return np.copysign(whole, t, out=t)
+
+
+def _stochastic(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    fraction, whole = np.modf(np.abs(t))  # work on magnitudes: the split of |t| is exact, that of -|t| - floor is not
+    whole += rng.random(t.size) < fraction  # P(away from zero) = fraction, to a resolution of 2^-53
+    return np.copysign(whole, t, out=t)
+
+
+_TO_INTEGER = {
+    "nearest_even": _nearest_even,
+    "nearest_away": _nearest_away,
+    "toward_zero": _toward_zero,
+    "up": _up,
+    "down": _down,
+    "odd": _odd,
+    "stochastic": _stochastic,
+}
+
+
+def _as_generator(rng: object) -> np.random.Generator:
+    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
+        return np.random.default_rng(rng)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
+
+
+@dataclass(frozen=True)
+class Rounding:
+    """One call's rounding parameters, validated once: format, mode, overflow policy, NaN policy, RNG."""
+
+    fmt: Format
+    mode: str = "nearest_even"
+    overflow: str | None = None
+    on_nan: str = "raise"
+    rng: np.random.Generator | None = None
+
+    @classmethod
+    def resolve(
+        cls, fmt: object, rounding: object, overflow: object = None, rng: object = None, on_nan: object = "raise"
+    ) -> Rounding:
+        fmt = get_format(fmt)
+        mode = check_rounding(rounding)
+        policy = fmt.overflow if overflow is None else fmt.check_overflow(overflow)
+        if on_nan not in NAN_INPUT_POLICIES:
+            raise ValueError(f"on_nan must be one of {', '.join(map(repr, NAN_INPUT_POLICIES))}; got {on_nan!r}")
+        generator = _as_generator(rng) if mode == "stochastic" else None
+        return cls(fmt, mode, policy, on_nan, generator)
+
+    @property
+    def exact_scaling(self) -> bool:
+        """Whether quanta 2^q and 2^-q are normal float64 numbers, so they can be built from bits."""
+        return self.fmt.emin - self.fmt.nmant >= -1022 and self.fmt.emax <= 1021
+
+    def __call__(self, values: np.ndarray, count_flags: bool = False) -> tuple[np.ndarray, Flags | None]:
+        """Round an array (any dtype that widens exactly to float64); return float64 results and flags."""
+        self._check_nan_input(values)
+        flat = values.reshape(-1)
+        out = np.empty(flat.size, dtype=np.float64)
+        counting = count_flags or tracking()
+        flags = Flags() if counting else None
+        for start in range(0, flat.size, CHUNK):
+            x = np.asarray(flat[start : start + CHUNK], dtype=np.float64)
+            chunk_flags = self._round_chunk(x, out[start : start + CHUNK], counting)
+            if counting:
+                flags += chunk_flags
+        if counting:
+            report(flags)
+        return out.reshape(values.shape), flags
+
+    def _check_nan_input(self, values: np.ndarray) -> None:
+        checks_nan = self.fmt.nan == "none" and self.on_nan == "raise" and values.dtype.kind not in "iu"
+        if checks_nan and np.isnan(values).any():
+            raise ValueError(
+                f"x contains NaN, but {self.fmt.name} has no NaN encoding; clean the input, or pass "
+                "on_nan='zero' (signed zero) or on_nan='ml_dtypes' (ml_dtypes' opposite-sign zero)"
+            )
+
+    def _round_chunk(self, x: np.ndarray, out: np.ndarray, counting: bool) -> Flags | None:
+        self._round_finite_grid(x, out)
+        magnitude = np.abs(out)
+        beyond = magnitude > self.fmt.max  # NaN compares False; infinities are beyond
+        if beyond.any():
+            out[beyond] = self._overflowed(x[beyond])
+        if not self.fmt.subnormals:
+            flushed = magnitude < self.fmt.smallest_normal
+            out[flushed] = np.copysign(0.0, out[flushed])  # flush-to-zero keeps the sign
+        if self.fmt.nan == "none" and self.on_nan != "raise":
+            self._map_nan(x, out)
+        return self._count(x, out, beyond) if counting else None
+
+    def _round_finite_grid(self, x: np.ndarray, out: np.ndarray) -> None:
+        """out = x rounded to the grid of quanta 2^q, q = max(exponent(x), emin) - nmant; range not yet checked."""
+        quantum = (x.view(np.int64) >> 52) & _EXPONENT_MASK
+        # clip: float64 subnormals and binades below emin share the format's smallest quantum; the top clip
+        # keeps 2^-q finite for inf/NaN/huge x, which overflow anyway (emax <= 1021 on this path).
+        np.clip(quantum, self.fmt.emin + _FLOAT64_BIAS, 2045, out=quantum)
+        quantum -= self.fmt.nmant  # biased float64 exponent of the quantum
+        to_integer = _TO_INTEGER[self.mode]
+        if self.exact_scaling:
+            inverse = ((2 * _FLOAT64_BIAS - quantum) << 52).view(np.float64)  # 2^-q, built exactly from bits
+            np.multiply(x, inverse, out=out)  # exact: a power-of-two scaling that stays normal
+            rounded = to_integer(out, self.rng)
+            np.multiply(rounded, (quantum << 52).view(np.float64), out=out)
+        else:  # fp64-wide exponent ranges: 2^q may be subnormal and 2^-q may overflow, so ldexp does it
+            quantum -= _FLOAT64_BIAS
+            rounded = to_integer(np.ldexp(x, -quantum), self.rng)
+            np.ldexp(rounded, quantum, out=out)
+
+    def _overflowed(self, x: np.ndarray) -> np.ndarray:
+        """Results for inputs beyond ±max: IEEE directed rules, the overflow policy, infinities kept where possible."""
+        largest = np.copysign(self.fmt.max, x)
+        infinite = {"inf": np.copysign(np.inf, x), "saturate": largest, "nan": np.copysign(np.nan, x)}[self.overflow]
+        to_infinity = {"up": x > 0, "down": x < 0, "toward_zero": False, "odd": False}.get(self.mode, True)
+        result = np.where(to_infinity | np.isinf(x), infinite, largest)
+        return np.where(np.isinf(x), x, result) if self.fmt.has_inf else result
+
+    def _map_nan(self, x: np.ndarray, out: np.ndarray) -> None:
+        nan = np.isnan(x)
+        sign = np.copysign(1.0, x[nan])  # the sign bit of each NaN
+        out[nan] = np.copysign(0.0, -sign if self.on_nan == "ml_dtypes" else sign)
+
+    def _count(self, x: np.ndarray, out: np.ndarray, beyond: np.ndarray) -> Flags:
+        fmt = self.fmt
+        is_nan_input = np.isnan(x)
+        inexact = (out != x) & ~is_nan_input
+        magnitude = np.abs(out)
+        tiny = magnitude < fmt.smallest_normal
+        tiny[magnitude == fmt.smallest_normal] = self._tiny_before_bounding(x, magnitude)
+        overflow = beyond if not fmt.has_inf else beyond & np.isfinite(x)
+        return Flags(
+            total=x.size,
+            inexact=int(np.count_nonzero(inexact)),
+            overflow=int(np.count_nonzero(overflow)),
+            underflow=int(np.count_nonzero(tiny & inexact)),
+            flushed_to_zero=int(np.count_nonzero((out == 0) & (x != 0) & ~is_nan_input)),
+            subnormal=int(np.count_nonzero(tiny & (magnitude > 0))),
+            nan=int(np.count_nonzero(np.isnan(out))),
+        )
+
+    def _tiny_before_bounding(self, x: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+        """For results equal to the smallest normal: is x tiny after rounding with an unbounded exponent?
+
+        IEEE 754 (and MPFR) detect tininess after rounding: x just below 2^emin that rounds up to it is
+        tiny only if p-bit rounding *without* the subnormal floor also stays below 2^emin.
+        """
+        fmt = self.fmt
+        candidates = x[magnitude == fmt.smallest_normal]
+        below = np.abs(candidates) < fmt.smallest_normal
+        if self.mode == "stochastic":  # no second draw: stochastic rounding detects tininess before rounding
+            return below
+        one_more_bit = np.ldexp(candidates, fmt.precision - fmt.emin)  # x / 2^(emin - p), exact
+        unbounded = _TO_INTEGER[self.mode](one_more_bit, None)
+        return below & (np.abs(unbounded) < 2.0**fmt.precision)
