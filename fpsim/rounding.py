@@ -162,9 +162,11 @@ class Rounding:
     def _round_finite_grid(self, x: np.ndarray, out: np.ndarray) -> None:
         """out = x rounded to the grid of quanta 2^q, q = max(exponent(x), emin) - nmant; range not yet checked."""
         quantum = (x.view(np.int64) >> 52) & _EXPONENT_MASK
-        # clip: float64 subnormals and binades below emin share the format's smallest quantum; the top clip
-        # keeps 2^-q finite for inf/NaN/huge x, which overflow anyway (emax <= 1021 on this path).
-        np.clip(quantum, self.fmt.emin + _FLOAT64_BIAS, 2045, out=quantum)
+        # clip: float64 subnormals and binades below emin share the format's smallest quantum; at the top,
+        # inf/NaN join the highest binade, and the bit-built path also folds in 2^1023 (it overflows there:
+        # emax <= 1021) so that 2^-q stays a normal float64 even when nmant = 0.
+        top = 2045 if self.exact_scaling else 2046
+        np.clip(quantum, self.fmt.emin + _FLOAT64_BIAS, top, out=quantum)
         quantum -= self.fmt.nmant  # biased float64 exponent of the quantum
         to_integer = _TO_INTEGER[self.mode]
         if self.exact_scaling:
@@ -175,7 +177,8 @@ class Rounding:
         else:  # fp64-wide exponent ranges: 2^q may be subnormal and 2^-q may overflow, so ldexp does it
             quantum -= _FLOAT64_BIAS
             rounded = to_integer(np.ldexp(x, -quantum), self.rng)
-            np.ldexp(rounded, quantum, out=out)
+            with np.errstate(over="ignore"):  # 2^1024 and up become inf, which the range check treats as beyond max
+                np.ldexp(rounded, quantum, out=out)
 
     def _overflowed(self, x: np.ndarray) -> np.ndarray:
         """Results for inputs beyond ±max: IEEE directed rules, the overflow policy, infinities kept where possible."""
