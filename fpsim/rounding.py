@@ -198,7 +198,8 @@ class Rounding:
         is_nan_input = np.isnan(x)
         inexact = (out != x) & ~is_nan_input
         magnitude = np.abs(out)
-        tiny = magnitude < fmt.smallest_normal
+        subnormal = magnitude < fmt.smallest_normal  # zeros included until the count below
+        tiny = subnormal.copy()
         tiny[magnitude == fmt.smallest_normal] = self._tiny_before_bounding(x, magnitude)
         overflow = beyond if not fmt.has_inf else beyond & np.isfinite(x)
         return Flags(
@@ -207,7 +208,7 @@ class Rounding:
             overflow=int(np.count_nonzero(overflow)),
             underflow=int(np.count_nonzero(tiny & inexact)),
             flushed_to_zero=int(np.count_nonzero((out == 0) & (x != 0) & ~is_nan_input)),
-            subnormal=int(np.count_nonzero(tiny & (magnitude > 0))),
+            subnormal=int(np.count_nonzero(subnormal & (magnitude > 0))),
             nan=int(np.count_nonzero(np.isnan(out))),
         )
 
