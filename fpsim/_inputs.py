@@ -5,6 +5,8 @@ Invariant: nothing is rounded on the way in; input that float64 cannot hold exac
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 _EXACT_INT = 2**53  # every integer of magnitude <= 2^53 is a float64
@@ -39,21 +41,25 @@ def as_real_array(x: object, name: str) -> tuple[np.ndarray, bool]:
     """Return (array whose dtype widens exactly to float64, whether x was a scalar)."""
     if isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got bool")
+    if isinstance(x, int) and abs(x) > _EXACT_INT:
+        raise ValueError(f"{name}={x} is an integer beyond 2^53 that float64 cannot hold exactly; pass a float")
     if isinstance(x, (int, float, np.integer, np.floating)):
         return _check_dtype(np.asarray(x), name), True
     if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
         return _from_torch(x, name), False
     if isinstance(x, (str, bytes)):
         raise TypeError(f"{name} must be a number or an array of numbers, got {type(x).__name__}")
-    try:
-        array = np.asarray(x)
+    try:  # lists go through object arrays so that each item is checked: numpy would round 2^60 + 1 silently
+        array = np.array(x, dtype=object) if isinstance(x, (list, tuple)) else np.asarray(x)
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name} must be a number or an array of numbers: {err}") from None
-    if array.dtype == object:
-        try:
-            array = array.astype(np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must hold only real numbers") from None
+    if array.dtype == object:  # mixed Python objects: numpy would turn None into NaN, so check each one
+        items = array.reshape(-1).tolist()
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items):
+            raise TypeError(f"{name} must hold only real numbers (no None, str or bool)")
+        if any(isinstance(v, int) and abs(v) > _EXACT_INT for v in items):
+            raise ValueError(f"{name} holds integers beyond 2^53 that float64 cannot hold exactly; pass floats")
+        return np.array(items, dtype=np.float64).reshape(array.shape), False
     return _check_dtype(array, name), False
 
 

@@ -151,7 +151,7 @@ def test_overflow_policies_reproduce_each_library_for_e4m3():
 def test_nan_keeps_its_sign_and_formats_without_nan_refuse_it():
     assert fpsim.encode([np.nan, -np.nan], "fp16").tolist() == [0x7E00, 0xFE00]
     assert fpsim.encode([np.nan, -np.nan], "e4m3").tolist() == [0x7F, 0xFF]
-    with pytest.raises(ValueError, match="fp4_e2m1 has no NaN encoding.*on_nan"):
+    with pytest.raises(ValueError, match=r"fp4_e2m1 has no NaN encoding.*on_nan"):
         fpsim.round([1.0, np.nan], "fp4")
     assert fpsim.encode([np.nan, -np.nan], "fp4", on_nan="zero").tolist() == [0x0, 0x8]
     assert fpsim.encode([np.nan, -np.nan], "fp4", on_nan="ml_dtypes").tolist() == [0x8, 0x0]

@@ -29,7 +29,7 @@ FP16_CASES = [
 
 
 def expected_counts(cases):
-    counts = {name: 0 for name in FLAG_DESCRIPTIONS}
+    counts = dict.fromkeys(FLAG_DESCRIPTIONS, 0)
     counts["total"] = len(cases)
     for _, raised in cases:
         for name in raised:
@@ -112,6 +112,7 @@ def test_flags_objects_add_and_describe_themselves():
     total = a + b
     assert total.as_dict() == {**expected_counts([]), "total": 10, "inexact": 3, "overflow": 1, "nan": 2}
     assert a.total == 4 and total.fraction("inexact") == 0.3 and fpsim.Flags().fraction("nan") == 0.0
-    assert str(total) == "10 rounded: 3 inexact, 1 overflow, 2 nan" and str(fpsim.Flags(total=2)) == "2 rounded: all exact"
+    assert str(total) == "10 rounded: 3 inexact, 1 overflow, 2 nan"
+    assert str(fpsim.Flags(total=2)) == "2 rounded: all exact"
     with pytest.raises(ValueError, match="name must be one of"):
         total.fraction("overflows")
