@@ -1,0 +1,55 @@
+"""fpsim.strategies: what the strategies draw is what they promise."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fpsim
+from fpsim import strategies as fst
+
+
+@st.composite
+def format_and_value(draw, **options):
+    fmt = draw(fst.formats(flush_to_zero=True))
+    return fmt, draw(fst.values(fmt, **options))
+
+
+@given(format_and_value())
+def test_values_are_exactly_representable_and_finite(case):
+    fmt, value = case
+    assert math.isfinite(value) and fpsim.round(value, fmt) == value and abs(value) <= fmt.max
+
+
+@given(format_and_value(allow_nan=True, allow_infinity=True))
+def test_specials_appear_only_where_the_format_has_them(case):
+    fmt, value = case
+    assert fmt.has_inf or not math.isinf(value)
+    assert fmt.nan != "none" or not math.isnan(value)
+
+
+@given(fst.formats(max_bits=16, flush_to_zero=True))
+def test_formats_are_valid_and_respect_the_width_limit(fmt):
+    assert fmt.bits <= 16 and 2 <= fmt.nexp <= 11
+
+
+@given(st.data())
+def test_bit_patterns_are_codes_of_the_format(data):
+    fmt = data.draw(fst.formats())
+    code = data.draw(fst.bit_patterns(fmt))
+    assert 0 <= code < 2**fmt.bits
+    fpsim.decode(code, fmt)  # raises on an out-of-range code
+
+
+@given(st.data())
+def test_real_numbers_stay_within_the_margin(data):
+    fmt = data.draw(fst.formats())
+    x = data.draw(fst.real_numbers(fmt, overflow_margin=1.5))
+    assert math.isfinite(x) and abs(x) <= min(1.5 * fmt.max, float(np.finfo(np.float64).max)) * (1 + 1e-3)
+
+
+def test_strategies_refuse_an_empty_choice():
+    with pytest.raises(ValueError, match="presets=True or custom=True"):
+        fst.formats(presets=False, custom=False)
