@@ -31,6 +31,7 @@ NAN_INPUT_POLICIES = {
 
 CHUNK = 1 << 15  # elements per pass: 256 KiB of float64, so the temporaries of one chunk stay in L2 cache
 _EXPONENT_MASK = 0x7FF
+_SIGN_BIT = np.uint64(1 << 63)
 _FLOAT64_BIAS = 1023
 
 
@@ -71,9 +72,15 @@ def _odd(t: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
 
 
 def _stochastic(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    fraction, whole = np.modf(np.abs(t))  # work on magnitudes: the split of |t| is exact, that of -|t| - floor is not
-    whole += rng.random(t.size) < fraction  # P(away from zero) = fraction, to a resolution of 2^-53
-    return np.copysign(whole, t, out=t)
+    # On magnitudes (the split of |t| is exact, that of a negative t is not), with only cheap ufuncs:
+    # this mode's time is dominated by drawing the random numbers.
+    magnitude = np.minimum(np.abs(t), 2.0**62)  # inf -> a finite value still past max, so no inf - inf
+    whole = np.floor(magnitude)
+    magnitude -= whole  # the fraction, exactly
+    magnitude -= rng.random(t.size)  # > 0 exactly when u < fraction: a rounded difference keeps its sign
+    whole += np.ceil(magnitude, out=magnitude)  # +1 with probability = fraction, to a resolution of 2^-53
+    whole.view(np.uint64)[...] |= t.view(np.uint64) & _SIGN_BIT  # the sign of t, -0 included
+    return whole
 
 
 _TO_INTEGER = {
@@ -130,7 +137,8 @@ class Rounding:
         counting = count_flags or tracking()
         flags = Flags() if counting else None
         for start in range(0, flat.size, CHUNK):
-            x = np.asarray(flat[start : start + CHUNK], dtype=np.float64)
+            with np.errstate(invalid="ignore"):  # widening quietens signaling NaNs, which is no error of the input
+                x = np.asarray(flat[start : start + CHUNK], dtype=np.float64)
             chunk_flags = self._round_chunk(x, out[start : start + CHUNK], counting)
             if counting:
                 flags += chunk_flags
@@ -151,7 +159,7 @@ class Rounding:
         magnitude = np.abs(out)
         beyond = magnitude > self.fmt.max  # NaN compares False; infinities are beyond
         if beyond.any():
-            out[beyond] = self._overflowed(x[beyond])
+            self._resolve_overflow(x, out, beyond)
         if not self.fmt.subnormals:
             flushed = magnitude < self.fmt.smallest_normal
             out[flushed] = np.copysign(0.0, out[flushed])  # flush-to-zero keeps the sign
@@ -160,7 +168,10 @@ class Rounding:
         return self._count(x, out, beyond) if counting else None
 
     def _round_finite_grid(self, x: np.ndarray, out: np.ndarray) -> None:
-        """out = x rounded to the grid of quanta 2^q, q = max(exponent(x), emin) - nmant; range not yet checked."""
+        """out = x rounded to the grid of quanta 2^q, q = max(exponent(x), emin) - nmant; range not yet checked.
+
+        A result far past max may overflow float64 to inf on the way back: the range check treats it as beyond max.
+        """
         quantum = (x.view(np.int64) >> 52) & _EXPONENT_MASK
         # clip: float64 subnormals and binades below emin share the format's smallest quantum; at the top,
         # inf/NaN join the highest binade, and the bit-built path also folds in 2^1023 (it overflows there:
@@ -173,20 +184,29 @@ class Rounding:
             inverse = ((2 * _FLOAT64_BIAS - quantum) << 52).view(np.float64)  # 2^-q, built exactly from bits
             np.multiply(x, inverse, out=out)  # exact: a power-of-two scaling that stays normal
             rounded = to_integer(out, self.rng)
-            np.multiply(rounded, (quantum << 52).view(np.float64), out=out)
+            with np.errstate(over="ignore"):
+                np.multiply(rounded, (quantum << 52).view(np.float64), out=out)
         else:  # fp64-wide exponent ranges: 2^q may be subnormal and 2^-q may overflow, so ldexp does it
             quantum -= _FLOAT64_BIAS
             rounded = to_integer(np.ldexp(x, -quantum), self.rng)
-            with np.errstate(over="ignore"):  # 2^1024 and up become inf, which the range check treats as beyond max
+            with np.errstate(over="ignore"):
                 np.ldexp(rounded, quantum, out=out)
 
-    def _overflowed(self, x: np.ndarray) -> np.ndarray:
-        """Results for inputs beyond ±max: IEEE directed rules, the overflow policy, infinities kept where possible."""
-        largest = np.copysign(self.fmt.max, x)
-        infinite = {"inf": np.copysign(np.inf, x), "saturate": largest, "nan": np.copysign(np.nan, x)}[self.overflow]
-        to_infinity = {"up": x > 0, "down": x < 0, "toward_zero": False, "odd": False}.get(self.mode, True)
-        result = np.where(to_infinity | np.isinf(x), infinite, largest)
-        return np.where(np.isinf(x), x, result) if self.fmt.has_inf else result
+    def _resolve_overflow(self, x: np.ndarray, out: np.ndarray, beyond: np.ndarray) -> None:
+        """Past ±max, IEEE 754 §7.4 gives ±max or 'infinity' by mode, and the policy says what infinity is.
+
+        Masked ufuncs on the whole chunk: cheaper than gathering and scattering the overflowed elements.
+        """
+        infinite = {"inf": np.inf, "saturate": self.fmt.max, "nan": np.nan}[self.overflow]
+        away = {"up": x > 0, "down": x < 0, "toward_zero": False, "odd": False}.get(self.mode)
+        if away is None:  # nearest and stochastic modes always round past max to infinity
+            to_infinity = beyond
+        else:
+            np.copysign(self.fmt.max, x, out=out, where=beyond)
+            to_infinity = beyond & (np.isinf(x) | away)
+        np.copysign(infinite, x, out=out, where=to_infinity)
+        if self.fmt.has_inf and self.overflow != "inf":  # infinite inputs stay infinite where the format has them
+            np.copyto(out, x, where=beyond & np.isinf(x))
 
     def _map_nan(self, x: np.ndarray, out: np.ndarray) -> None:
         nan = np.isnan(x)

@@ -27,6 +27,11 @@ def test_shapes_and_layouts_are_kept():
     assert fpsim.round([[0.1, 0.2]], "fp16").tolist() == [[0.0999755859375, 0.199951171875]]
 
 
+def test_signaling_nans_are_accepted_quietly():
+    x = np.uint32([0x7F800001, 0xFF800001, 0x7FC00000]).view(np.float32)
+    assert fpsim.encode(x, "fp16").tolist() == [0x7E00, 0xFE00, 0x7E00]
+
+
 def test_long_arrays_cross_chunk_boundaries():
     x = np.linspace(-70_000, 70_000, 100_003)
     with np.errstate(over="ignore"):
