@@ -1,6 +1,7 @@
 """fpsim: bit-exact floating-point formats, rounding and IEEE exception counts for mixed precision training."""
 
 from fpsim.codec import classify, decode, encode, fields, next_down, next_up, round
+from fpsim.explanation import Explanation, explain
 from fpsim.flags import Flags, track_flags
 from fpsim.formats import (
     BF16,
@@ -34,11 +35,13 @@ __all__ = [
     "PRESETS",
     "ROUNDING_MODES",
     "TF32",
+    "Explanation",
     "Flags",
     "Format",
     "classify",
     "decode",
     "encode",
+    "explain",
     "fields",
     "get_format",
     "next_down",

@@ -6,6 +6,7 @@ Invariant: bad input ends with a one-line message on stderr and exit code 2, nev
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 import fpsim
-from fpsim.explain import _elide, exact_decimal, explain
+from fpsim.explanation import _elide, exact_decimal, explain
 from fpsim.formats import NAN_ENCODINGS, OVERFLOW_POLICIES, PRESETS, format_names, get_format
 from fpsim.rounding import NAN_INPUT_POLICIES, ROUNDING_MODES
 
@@ -30,12 +31,28 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _nonzero_significand(token: str) -> bool:
+    """Whether a numeric token names a nonzero value (so that reading it as 0 lost it to underflow)."""
+    unsigned = token.lower().lstrip("+-")
+    if unsigned.startswith("0x"):
+        return bool(re.search(r"[1-9a-f]", unsigned[2:].split("p")[0]))
+    return bool(re.search(r"[1-9]", unsigned.split("e")[0]))
+
+
 def parse_value(text: str) -> float:
-    """A real number from decimal, hex float (0x1.8p-3), inf or nan."""
+    """A real number from decimal, hex float (0x1.8p-3), inf or nan, read as the nearest float64."""
     token = text.strip()
-    if not _NUMBER.fullmatch(token):
-        raise UsageError(f"VALUE must be a decimal, a hex float such as 0x1.8p-3, inf or nan; got {text!r}")
-    return float.fromhex(token) if "0x" in token.lower() else float(token)
+    try:
+        if not _NUMBER.fullmatch(token):
+            raise ValueError
+        value = float.fromhex(token) if "0x" in token.lower() else float(token)
+    except ValueError:
+        raise UsageError(f"VALUE must be a decimal, a hex float such as 0x1.8p-3, inf or nan; got {text!r}") from None
+    except OverflowError:
+        value = math.inf
+    if (math.isinf(value) and "inf" not in token.lower()) or (value == 0 and _nonzero_significand(token)):
+        raise UsageError(f"VALUE {text!r} lies outside float64's range (about 4.9e-324 to 1.8e308)")
+    return value
 
 
 def parse_bits(text: str, fmt: fpsim.Format) -> float:
@@ -49,6 +66,8 @@ def parse_bits(text: str, fmt: fpsim.Format) -> float:
 
 def _formats(specs: Sequence[str] | None, default: Sequence[str]) -> list[fpsim.Format]:
     names = [name for spec in (specs or default) for name in spec.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--format needs a format name such as fp16")
     return [get_format(name) for name in names]
 
 
@@ -83,7 +102,10 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_round(args: argparse.Namespace) -> None:
-    (fmt,) = _formats([args.format], [])
+    formats = _formats([args.format], [])
+    if len(formats) != 1:
+        raise UsageError("round takes exactly one --format; use explain to compare formats")
+    (fmt,) = formats
     source = get_format(args.source) if args.source else fmt
     values = np.array(_inputs(args, source), dtype=np.float64)
     rounded, flags = fpsim.round(

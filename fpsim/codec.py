@@ -5,12 +5,13 @@ Invariant: decode(encode(x)) == round(x) bit for bit, and encode(decode(b)) == b
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
 
-from fpsim._inputs import as_real_array, restore_scalar
-from fpsim.flags import Flags
+from fpsim._inputs import as_codes, as_float64, as_real_array, restore_scalar
+from fpsim.flags import Flags, suspended
 from fpsim.formats import Format, get_format
 from fpsim.rounding import CHUNK, Rounding
 
@@ -94,28 +95,10 @@ def _canonical_nan_code(fmt: Format) -> int:
     return fmt.max_code + 1
 
 
-def _as_codes(bits: object, fmt: Format) -> tuple[np.ndarray, bool]:
-    if isinstance(bits, (bool, np.bool_, float, np.floating)):
-        raise TypeError(f"bits must be non-negative integers (bit patterns), got {type(bits).__name__}")
-    if isinstance(bits, (int, np.integer)):
-        if not 0 <= bits < 2**fmt.bits:
-            raise ValueError(f"bits must be in [0, 2^{fmt.bits}) for {fmt.name}, got {bits}")
-        return np.asarray(bits, dtype=np.uint64), True
-    if type(bits).__module__.startswith("torch") and hasattr(bits, "detach"):
-        bits = bits.detach().cpu().numpy()
-    array = np.asarray(bits)
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"bits must be non-negative integers (bit patterns), got dtype {array.dtype}")
-    if array.size and (array.min() < 0 or int(array.max()) >= 2**fmt.bits):
-        span = f"{array.min()} to {array.max()}"
-        raise ValueError(f"bits must be in [0, 2^{fmt.bits}) for {fmt.name}; got values from {span}")
-    return array.astype(np.uint64), False
-
-
 def decode(bits: object, fmt: Format | str) -> np.ndarray | float:
     """The float64 values of bit patterns of `fmt` (exact: every format value is a float64)."""
     fmt = get_format(fmt)
-    codes, scalar = _as_codes(bits, fmt)
+    codes, scalar = as_codes(bits, fmt.bits, "bits")
     values = _decode_table(fmt)[codes] if fmt.bits <= 16 else _decode_codes(codes.reshape(-1), fmt)
     return restore_scalar(values.reshape(codes.shape), scalar)
 
@@ -154,14 +137,15 @@ def _split(codes: np.ndarray, fmt: Format) -> tuple[np.ndarray, np.ndarray, np.n
 def fields(bits: object, fmt: Format | str) -> tuple:
     """(sign, biased exponent, mantissa) of bit patterns, each in the format's storage dtype."""
     fmt = get_format(fmt)
-    codes, scalar = _as_codes(bits, fmt)
+    codes, scalar = as_codes(bits, fmt.bits, "bits")
     return tuple(restore_scalar(np.asarray(part, fmt.storage_dtype), scalar) for part in _split(codes, fmt))
 
 
 def classify(x: object, fmt: Format | str, rounding: str = "nearest_even", **options) -> np.ndarray | str:
     """'zero', 'subnormal', 'normal', 'inf' or 'nan' for each x once rounded to `fmt` (options as `round`)."""
     fmt = get_format(fmt)
-    values = np.asarray(round(x, fmt, rounding, **options), dtype=np.float64)
+    with suspended():  # a query, not a rounding the caller's flag counts should see
+        values = np.asarray(round(x, fmt, rounding, **options), dtype=np.float64)
     magnitude = np.abs(values)
     index = np.select(
         [np.isnan(values), np.isinf(values), magnitude == 0, magnitude < fmt.smallest_normal],
@@ -178,11 +162,15 @@ def next_up(x: object, fmt: Format | str) -> np.ndarray | float:
     Past the largest finite value this is +inf; in a format without infinity it is NaN (there is none).
     """
     fmt = get_format(fmt)
-    values, scalar = as_real_array(x, "x")
-    values = np.asarray(values, dtype=np.float64)
-    above = np.asarray(round(values, fmt, "up", overflow="saturate", on_nan="zero"), dtype=np.float64)
+    values, scalar = as_float64(x, "x")
+    with_subnormals = replace(fmt, subnormals=True)  # flush-to-zero formats skip its subnormals below
+    with suspended():  # a query, not a rounding the caller's flag counts should see
+        above = np.asarray(round(values, with_subnormals, "up", overflow="saturate", on_nan="zero"), dtype=np.float64)
     exact = above == values  # x is itself a value of fmt: move one code up
-    above[exact] = _step_up(values[exact], fmt)
+    above[exact] = _step_up(values[exact], with_subnormals)
+    if not fmt.subnormals:  # the least value above a subnormal is the smallest normal, or -0 below zero
+        subnormal = (above != 0) & (np.abs(above) < fmt.smallest_normal)
+        above[subnormal] = np.where(above[subnormal] > 0, fmt.smallest_normal, -0.0)
     above[values >= fmt.max] = np.inf if fmt.has_inf else np.nan
     above[np.isnan(values)] = np.nan
     return restore_scalar(above, scalar)
@@ -190,8 +178,8 @@ def next_up(x: object, fmt: Format | str) -> np.ndarray | float:
 
 def next_down(x: object, fmt: Format | str) -> np.ndarray | float:
     """The greatest value of `fmt` less than x: -next_up(-x), as every format is symmetric."""
-    values, scalar = as_real_array(x, "x")
-    below = np.negative(next_up(-np.asarray(values, dtype=np.float64), fmt))
+    values, scalar = as_float64(x, "x")
+    below = np.negative(next_up(-values, fmt))
     return restore_scalar(below, scalar)
 
 
@@ -199,8 +187,5 @@ def _step_up(values: np.ndarray, fmt: Format) -> np.ndarray:
     """The next value above finite format values below max, by moving one code in magnitude."""
     negative = np.signbit(values) & (values != 0)  # -0 steps up like +0
     magnitude_code = _to_codes(np.abs(values), fmt).astype(np.int64) + np.where(negative, -1, 1)
-    if not fmt.subnormals:  # skip the codes that flush-to-zero formats never produce
-        subnormal_code = (magnitude_code > 0) & (magnitude_code < 2**fmt.nmant)
-        magnitude_code[subnormal_code] = np.where(negative[subnormal_code], 0, 2**fmt.nmant)
     magnitude = _decode_codes(np.minimum(magnitude_code, fmt.max_code).astype(np.uint64), fmt)
     return np.copysign(magnitude, np.where(negative, -1.0, 1.0))

@@ -71,6 +71,16 @@ def track_flags() -> Iterator[Flags]:
         _ACTIVE.reset(token)
 
 
+@contextmanager
+def suspended() -> Iterator[None]:
+    """Roundings inside do not count: for helpers such as next_up or explain that round to answer a query."""
+    token = _ACTIVE.set(())
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
 def tracking() -> bool:
     """Whether some `track_flags` block is open, so that roundings must count their flags."""
     return bool(_ACTIVE.get())

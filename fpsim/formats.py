@@ -36,7 +36,7 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
 
 
 def _check_choice(name: str, value: object, allowed: dict) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
     return value
 
@@ -178,8 +178,8 @@ class Format:
     def ulp(self, x: object) -> np.ndarray | float:
         """The spacing of the format at |x|: 2^(max(floor(log2|x|), emin) - p + 1), vectorized.
 
-        ulp(0) is the smallest subnormal spacing; beyond max the unbounded-exponent spacing is
-        given; NaN for ±inf and NaN.
+        ulp(0) is the smallest subnormal (the smallest normal in a flush-to-zero format); beyond max
+        the unbounded-exponent spacing is given; NaN for ±inf and NaN.
         """
         from fpsim._inputs import as_float64, restore_scalar
 
@@ -188,6 +188,8 @@ class Format:
         _, exponent = np.frexp(magnitude)  # |x| = m·2^exponent with m in [0.5, 1); frexp(0) gives 0
         binade = np.where(magnitude > 0, np.maximum(exponent.astype(np.int64) - 1, self.emin), self.emin)
         spacing = np.where(np.isfinite(magnitude), np.ldexp(1.0, binade - self.nmant), np.nan)
+        if not self.subnormals:  # flush-to-zero: the only gap below the smallest normal is the one from zero
+            spacing[magnitude < self.smallest_normal] = self.smallest_normal
         return restore_scalar(spacing, scalar)
 
     def __str__(self) -> str:
@@ -239,7 +241,9 @@ def get_format(spec: Format | str | object) -> Format:
         return PRESETS[key]
     custom = _CUSTOM_PATTERN.fullmatch(key)
     if custom:
-        return Format(key, int(custom[1]), int(custom[2]))
+        nexp, nmant = int(custom[1]), int(custom[2])
+        specials = {} if nmant else _FINITE_ONLY  # no mantissa bits, no NaN code: finite only, like e8m0
+        return Format(key, nexp, nmant, **specials)
     raise ValueError(
         f"unknown format {spec!r}; valid names are {', '.join(format_names())}, "
         "or 'eXmY' for a custom IEEE-style format with 2 <= X <= 11 and 0 <= Y <= 52"

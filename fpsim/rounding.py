@@ -36,7 +36,7 @@ _FLOAT64_BIAS = 1023
 
 
 def check_rounding(mode: object) -> str:
-    if mode not in ROUNDING_MODES:
+    if not isinstance(mode, str) or mode not in ROUNDING_MODES:
         raise ValueError(f"rounding must be one of {', '.join(ROUNDING_MODES)}; got {mode!r}")
     return mode
 
@@ -95,6 +95,8 @@ _TO_INTEGER = {
 
 
 def _as_generator(rng: object) -> np.random.Generator:
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng < 0:
+        raise ValueError(f"rng must be a non-negative seed, got {rng}")
     if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
         return np.random.default_rng(rng)
     if isinstance(rng, np.random.Generator):
@@ -119,7 +121,7 @@ class Rounding:
         fmt = get_format(fmt)
         mode = check_rounding(rounding)
         policy = fmt.overflow if overflow is None else fmt.check_overflow(overflow)
-        if on_nan not in NAN_INPUT_POLICIES:
+        if not isinstance(on_nan, str) or on_nan not in NAN_INPUT_POLICIES:
             raise ValueError(f"on_nan must be one of {', '.join(map(repr, NAN_INPUT_POLICIES))}; got {on_nan!r}")
         generator = _as_generator(rng) if mode == "stochastic" else None
         return cls(fmt, mode, policy, on_nan, generator)
@@ -160,8 +162,8 @@ class Rounding:
         beyond = magnitude > self.fmt.max  # NaN compares False; infinities are beyond
         if beyond.any():
             self._resolve_overflow(x, out, beyond)
-        if not self.fmt.subnormals:
-            flushed = magnitude < self.fmt.smallest_normal
+        if not self.fmt.subnormals:  # flush exactly the results whose tininess the underflow flag reports
+            flushed = self._tiny(x, magnitude)
             out[flushed] = np.copysign(0.0, out[flushed])  # flush-to-zero keeps the sign
         if self.fmt.nan == "none" and self.on_nan != "raise":
             self._map_nan(x, out)
@@ -183,14 +185,25 @@ class Rounding:
         if self.exact_scaling:
             inverse = ((2 * _FLOAT64_BIAS - quantum) << 52).view(np.float64)  # 2^-q, built exactly from bits
             np.multiply(x, inverse, out=out)  # exact: a power-of-two scaling that stays normal
-            rounded = to_integer(out, self.rng)
+            rounded = to_integer(self._keep_tiny_nonzero(x, out), self.rng)
             with np.errstate(over="ignore"):
                 np.multiply(rounded, (quantum << 52).view(np.float64), out=out)
         else:  # fp64-wide exponent ranges: 2^q may be subnormal and 2^-q may overflow, so ldexp does it
             quantum -= _FLOAT64_BIAS
-            rounded = to_integer(np.ldexp(x, -quantum), self.rng)
+            rounded = to_integer(self._keep_tiny_nonzero(x, np.ldexp(x, -quantum)), self.rng)
             with np.errstate(over="ignore"):
                 np.ldexp(rounded, quantum, out=out)
+
+    def _keep_tiny_nonzero(self, x: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+        """Where every quantum exceeds 1 (a custom bias below zero), x / 2^q can underflow float64 to 0.
+
+        Such an x lies below 2^-1074 quanta: every mode then needs only its sign and that it is nonzero,
+        so the least float64 stands in for it (stochastic rounding's probability moves by < 2^-1074).
+        """
+        if self.fmt.emin - self.fmt.nmant > 0:
+            lost = (scaled == 0) & (x != 0)
+            scaled[lost] = np.copysign(2.0**-1074, x[lost])
+        return scaled
 
     def _resolve_overflow(self, x: np.ndarray, out: np.ndarray, beyond: np.ndarray) -> None:
         """Past ±max, IEEE 754 §7.4 gives ±max or 'infinity' by mode, and the policy says what infinity is.
@@ -218,9 +231,7 @@ class Rounding:
         is_nan_input = np.isnan(x)
         inexact = (out != x) & ~is_nan_input
         magnitude = np.abs(out)
-        subnormal = magnitude < fmt.smallest_normal  # zeros included until the count below
-        tiny = subnormal.copy()
-        tiny[magnitude == fmt.smallest_normal] = self._tiny_before_bounding(x, magnitude)
+        tiny = self._tiny(x, magnitude)
         overflow = beyond if not fmt.has_inf else beyond & np.isfinite(x)
         return Flags(
             total=x.size,
@@ -228,21 +239,24 @@ class Rounding:
             overflow=int(np.count_nonzero(overflow)),
             underflow=int(np.count_nonzero(tiny & inexact)),
             flushed_to_zero=int(np.count_nonzero((out == 0) & (x != 0) & ~is_nan_input)),
-            subnormal=int(np.count_nonzero(subnormal & (magnitude > 0))),
+            subnormal=int(np.count_nonzero((magnitude < fmt.smallest_normal) & (magnitude > 0))),
             nan=int(np.count_nonzero(np.isnan(out))),
         )
 
-    def _tiny_before_bounding(self, x: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
-        """For results equal to the smallest normal: is x tiny after rounding with an unbounded exponent?
+    def _tiny(self, x: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+        """Which results are tiny, detected after rounding as IEEE 754 allows (and x86 does).
 
-        IEEE 754 (and MPFR) detect tininess after rounding: x just below 2^emin that rounds up to it is
-        tiny only if p-bit rounding *without* the subnormal floor also stays below 2^emin.
+        Below the smallest normal is tiny. A result equal to it is tiny too when x lay below it and p-bit
+        rounding *without* the subnormal floor would also have stayed below; stochastic rounding, which
+        cannot repeat its draw, detects tininess before rounding instead.
         """
         fmt = self.fmt
-        candidates = x[magnitude == fmt.smallest_normal]
+        tiny = magnitude < fmt.smallest_normal
+        at_normal = magnitude == fmt.smallest_normal
+        candidates = x[at_normal]
         below = np.abs(candidates) < fmt.smallest_normal
-        if self.mode == "stochastic":  # no second draw: stochastic rounding detects tininess before rounding
-            return below
-        one_more_bit = np.ldexp(candidates, fmt.precision - fmt.emin)  # x / 2^(emin - p), exact
-        unbounded = _TO_INTEGER[self.mode](one_more_bit, None)
-        return below & (np.abs(unbounded) < 2.0**fmt.precision)
+        if self.mode != "stochastic":
+            one_more_bit = np.ldexp(candidates, fmt.precision - fmt.emin)  # x / 2^(emin - p), exact
+            below &= np.abs(_TO_INTEGER[self.mode](one_more_bit, None)) < 2.0**fmt.precision
+        tiny[at_normal] = below
+        return tiny

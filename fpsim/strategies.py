@@ -23,11 +23,16 @@ def _st() -> Any:
 def formats(*, presets: bool = True, custom: bool = True, flush_to_zero: bool = False, max_bits: int = 64) -> Any:
     """Formats: the presets, custom IEEE-style eXmY layouts, and (optionally) their flush-to-zero variants."""
     st = _st()
+    if custom and max_bits < 4:
+        raise ValueError(
+            f"max_bits must be at least 4 for custom formats (sign, 2 exponent bits, 1 mantissa bit), got {max_bits}"
+        )
     choices = []
     if presets:
         choices.append(st.sampled_from([f for f in PRESETS.values() if f.bits <= max_bits]))
     if custom:
-        layout = st.integers(2, 11).flatmap(lambda e: st.tuples(st.just(e), st.integers(1, min(52, max_bits - 1 - e))))
+        widths = st.integers(2, min(11, max_bits - 2))
+        layout = widths.flatmap(lambda e: st.tuples(st.just(e), st.integers(1, min(52, max_bits - 1 - e))))
         choices.append(layout.map(lambda em: Format(f"e{em[0]}m{em[1]}", *em)))
     if not choices:
         raise ValueError("formats() needs presets=True or custom=True")

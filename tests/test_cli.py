@@ -74,6 +74,13 @@ def test_round_with_modes_policies_seeds_and_source_formats(capsys):
         (["round", "1"], "the following arguments are required: --format"),
         ([], "the following arguments are required: command"),
         (["plot"], "invalid choice: 'plot'"),
+        (["round", "0x1p1024", "-f", "fp16"], "outside float64's range"),
+        (["round", "1e400", "-f", "fp16"], "outside float64's range"),
+        (["round", "1e-400", "-f", "fp16"], "outside float64's range"),
+        (["round", "0x.", "-f", "fp16"], "VALUE must be"),
+        (["round", "1", "-f", ""], "--format needs a format name"),
+        (["round", "1", "-f", "fp16,bf16"], "exactly one --format"),
+        (["round", "1", "-f", "fp16", "-r", "stochastic", "--seed", "-1"], "non-negative seed"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_with_exit_code_2(capsys, argv, message):
@@ -94,3 +101,4 @@ def test_values_are_parsed_exactly():
 
     assert parse_value("0x1.8p-3") == 0.1875 and parse_value("-INF") == -np.inf and np.isnan(parse_value("nan"))
     assert parse_value("1e-5") == 1e-5 and parse_value(" 65504 ") == 65504.0 and parse_value(".5") == 0.5
+    assert parse_value("0e5") == 0.0 and parse_value("0x0p-5000") == 0.0 and str(parse_value("-0.0")) == "-0.0"

@@ -163,6 +163,13 @@ def test_encode_returns_the_narrowest_unsigned_dtype():
     assert dtypes["fp16"] == dtypes["bf16"] == np.uint16 and dtypes["fp4_e2m1"] == np.uint8
 
 
+def test_codes_of_any_width_from_python_lists():
+    assert fpsim.decode([0xBFF0000000000000, 0x3FF0000000000000], "fp64").tolist() == [-1.0, 1.0]
+    assert fpsim.decode([], "fp16").shape == (0,) and fpsim.decode([[0x3C00], [0x4000]], "fp16").shape == (2, 1)
+    with pytest.raises(TypeError, match="rectangular"):
+        fpsim.decode([[1], [2, 3]], "fp16")
+
+
 def test_fields_split_sign_exponent_and_mantissa():
     sign, exponent, mantissa = fpsim.fields([0x3C00, 0xFBFF, 0x0001], "fp16")
     assert sign.tolist() == [0, 1, 0] and exponent.tolist() == [15, 30, 0] and mantissa.tolist() == [0, 1023, 1]
@@ -203,11 +210,18 @@ def test_next_up_of_values_between_codes_and_flush_to_zero():
     assert fpsim.next_up(-np.inf, "fp16") == -65504.0 and np.isnan(fpsim.next_up(np.nan, "fp16"))
     ftz = fpsim.Format("fp16_ftz", 5, 10, subnormals=False)
     assert fpsim.next_up(0.0, ftz) == 2.0**-14 and fpsim.next_down(2.0**-14, ftz) == 0.0
+    x = [3e-5, -3e-5, -(2.0**-14), 2.0**-14]  # the flush-to-zero values near 0 are -2^-14, ±0, 2^-14
+    assert same_bits(fpsim.next_up(x, ftz), [2.0**-14, -0.0, -0.0, 2.0**-14 + 2.0**-24]).all()
+    assert same_bits(fpsim.next_down(x, ftz), [0.0, -(2.0**-14), -(2.0**-14) - 2.0**-24, 0.0]).all()
 
 
 def test_flush_to_zero_format_flushes_results_and_reads_subnormal_codes_as_zero():
     ftz = fpsim.Format("fp16_ftz", 5, 10, subnormals=False)
     assert same_bits(fpsim.round([3e-5, -3e-5, 2.0**-14, 1e-7], ftz), [0.0, -0.0, 2.0**-14, 0.0]).all()
+    # tiny after rounding (11 bits, unbounded exponent, stay below 2^-14) is flushed, like the underflow flag says
+    result, flags = fpsim.round([2.0**-14 - 2.0**-25, 2.0**-14 - 2.0**-26], ftz, flags=True)
+    assert result.tolist() == [0.0, 2.0**-14] and (flags.underflow, flags.flushed_to_zero) == (1, 1)
+    assert ftz.ulp(0.0) == ftz.ulp(1e-6) == 2.0**-14 == ftz.smallest_subnormal
     assert same_bits(fpsim.decode([0x0001, 0x83FF, 0x0400], ftz), [0.0, -0.0, 2.0**-14]).all()
 
 
@@ -227,6 +241,9 @@ def test_flush_to_zero_format_flushes_results_and_reads_subnormal_codes_as_zero(
         (lambda: fpsim.decode([0.5], "fp16"), TypeError, "bits must be non-negative integers"),
         (lambda: fpsim.fields([256], "e4m3"), ValueError, r"bits must be in \[0, 2\^8\)"),
         (lambda: fpsim.round(1.0, "fp12"), ValueError, "unknown format 'fp12'"),
+        (lambda: fpsim.round(1.0, "fp16", ["up"]), ValueError, "rounding must be one of"),
+        (lambda: fpsim.round(1.0, "fp16", overflow=["inf"]), ValueError, "overflow must be one of"),
+        (lambda: fpsim.round(1.0, "fp16", "stochastic", rng=-1), ValueError, "rng must be a non-negative seed"),
     ],
 )
 def test_bad_input_names_the_argument(call, error, message):

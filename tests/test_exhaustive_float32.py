@@ -1,6 +1,6 @@
 """Opt-in: every one of the 2^32 float32 bit patterns, rounded by fpsim and by the reference casts.
 
-Run with `python -m pytest -m heavy` (about 10 minutes on 2 cores); the default suite deselects it.
+Run with `python -m pytest -m heavy` (about 12 minutes on 2 cores); the default suite deselects it.
 """
 
 import numpy as np

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fpsim.explain import exact_decimal, explain
+from fpsim.explanation import exact_decimal, explain
 
 REFERENCE_TYPES = {
     "fp32": (np.float32, np.uint32),
@@ -61,6 +61,7 @@ def test_exact_decimal_notation():
     assert exact_decimal(0.1) == "0.1000000000000000055511151231257827021181583404541015625"
     assert exact_decimal(2.0**-24) == "5.9604644775390625e-8"
     assert exact_decimal(65504.0) == "65504" and exact_decimal(-2.5) == "-2.5" and exact_decimal(0.0) == "0"
+    assert exact_decimal(-0.0) == "-0"
     with pytest.raises(ValueError, match="dyadic"):
         exact_decimal(Fraction(1, 3))
 
@@ -88,7 +89,9 @@ def test_side_by_side_and_html_views():
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda: explain("0.1", "fp16"), TypeError, "value must be a real number"),
+        (lambda: explain("0.1", "fp16"), TypeError, "value must be a number"),
+        (lambda: explain([0.1, 0.2], "fp16"), TypeError, "value must be one real number"),
+        (lambda: explain(2**60 + 1, "fp16"), ValueError, "beyond 2\\^53"),
         (lambda: explain(0.1, []), ValueError, "fmt must name at least one format"),
         (lambda: explain(0.1, "fp16", "sideways"), ValueError, "rounding must be one of"),
         (lambda: explain(np.nan, "fp6_e3m2"), ValueError, "has no NaN encoding"),

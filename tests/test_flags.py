@@ -106,6 +106,13 @@ def test_track_flags_accumulates_over_calls_and_nested_blocks():
     assert outer.total == 6  # closed blocks stop counting
 
 
+def test_queries_do_not_count_as_roundings():
+    with fpsim.track_flags() as flags:
+        fpsim.next_up(0.1, "fp16"), fpsim.next_down(0.1, "fp16"), fpsim.classify(0.1, "fp16")
+        fpsim.explain(0.1, ["fp16", "bf16"])
+    assert flags.total == 0
+
+
 def test_flags_objects_add_and_describe_themselves():
     a = fpsim.Flags(total=4, inexact=2, overflow=1)
     b = fpsim.Flags(total=6, inexact=1, nan=2)

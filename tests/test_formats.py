@@ -170,6 +170,8 @@ def test_custom_formats_at_the_width_limits():
     narrow = fpsim.Format("e2m0", 2, 0, has_inf=False, nan="none")
     assert narrow.bits == 3 and narrow.max == 4.0 and narrow.smallest_subnormal == 1.0
     assert fpsim.Format("e4m3", 4, 3).max == 240.0  # the IEEE-style e4m3, unlike OCP's e4m3fn (448)
+    no_mantissa = fpsim.get_format("e5m0")  # no mantissa bit, so no NaN code: finite only
+    assert (no_mantissa.has_inf, no_mantissa.nan, no_mantissa.max) == (False, "none", 2.0**16)
 
 
 def test_default_overflow_policies():

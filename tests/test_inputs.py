@@ -1,5 +1,8 @@
 """Inputs: scalars give scalars, shapes are kept, numpy/ml_dtypes/torch inputs widen exactly, bad input is refused."""
 
+from decimal import Decimal
+from fractions import Fraction
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -9,7 +12,9 @@ from oracle import same_bits
 import fpsim
 
 
-@pytest.mark.parametrize("scalar", [0.1, 3, np.float16(0.1), np.float32(0.1), np.float64(0.1), np.int32(7)])
+@pytest.mark.parametrize(
+    "scalar", [0.1, 3, np.float16(0.1), np.float32(0.1), np.float64(0.1), np.int32(7), Fraction(1, 8)]
+)
 def test_scalars_in_give_scalars_out(scalar):
     result = fpsim.round(scalar, "bf16")
     assert np.ndim(result) == 0 and not isinstance(result, np.ndarray)
@@ -67,6 +72,13 @@ def test_ml_dtypes_arrays_widen_exactly(dtype):
         (2**60 + 1, ValueError, "beyond 2\\^53"),
         (np.array([1.0], dtype=np.longdouble), TypeError, "wider than float64"),
         (torch.tensor([True]), TypeError, "x must hold real numbers"),
+        (torch.tensor([2**60 + 1]), ValueError, "beyond 2\\^53"),
+        (np.int64(2**53 + 1), ValueError, "beyond 2\\^53"),
+        ([np.int64(2**60 + 1)], ValueError, "beyond 2\\^53"),
+        (Fraction(1, 3), ValueError, "float64 cannot hold exactly"),
+        ([0.5, Fraction(1, 3)], ValueError, "float64 cannot hold exactly"),
+        (Decimal("0.1"), TypeError, "got Decimal"),
+        ([[1.0], [2.0, 3.0]], TypeError, "ragged"),
         (torch.tensor([1j]), TypeError, "x must hold real numbers"),
     ],
 )

@@ -11,7 +11,14 @@ import fpsim
 from fpsim.formats import PRESETS
 
 SAMPLED = ["fp16", "bf16", "tf32", "fp32", "fp8_e5m2", "fp8_e4m3", "fp6_e3m2", "fp4_e2m1"]
-EXTRA = [fpsim.Format("e6m5", 6, 5), fpsim.Format("fp16_ftz", 5, 10, subnormals=False), fpsim.Format("e11m20", 11, 20)]
+EXTRA = [
+    fpsim.Format("e6m5", 6, 5),
+    fpsim.Format("fp16_ftz", 5, 10, subnormals=False),
+    fpsim.Format("e11m20", 11, 20),
+    fpsim.Format("e5m2_bias_minus_3", 5, 2, bias=-3),  # every quantum exceeds 1: x / 2^q can underflow float64
+    fpsim.Format("e5m2_bias_minus_993", 5, 2, bias=-993),  # the same on the ldexp path
+    fpsim.Format("e3m0", 3, 0, has_inf=False, nan="none"),
+]
 
 
 @pytest.mark.parametrize("mode", MPFR_MODES)
@@ -27,8 +34,9 @@ def test_ieee_modes_match_mpfr(name, mode):
 def test_every_deterministic_mode_matches_exact_rational_rounding(fmt, mode):
     x = format_range_float64(fmt, 2_000, seed=len(mode) * 7919 + fmt.bits)
     codes = np.arange(min(200, fmt.max_code))
-    ties = (fpsim.decode(codes, fmt) + fpsim.decode(codes + 1, fmt)) / 2
-    x = np.concatenate([x, ties, -ties, [0.0, -0.0, np.inf, -np.inf]])
+    ties = fpsim.decode(codes, fmt) / 2 + fpsim.decode(codes + 1, fmt) / 2  # halves first: no overflow
+    extremes = [0.0, -0.0, np.inf, -np.inf, 5e-324, -5e-324, 1e-300, 1.7976931348623157e308]
+    x = np.concatenate([x, ties, -ties, extremes])
     expected = [fraction_round(v, fmt, mode) for v in x]
     assert same_bits(fpsim.round(x, fmt, mode), expected).all()
 

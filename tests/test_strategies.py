@@ -30,9 +30,10 @@ def test_specials_appear_only_where_the_format_has_them(case):
     assert fmt.nan != "none" or not math.isnan(value)
 
 
-@given(fst.formats(max_bits=16, flush_to_zero=True))
-def test_formats_are_valid_and_respect_the_width_limit(fmt):
-    assert fmt.bits <= 16 and 2 <= fmt.nexp <= 11
+@given(st.sampled_from([4, 6, 8, 16, 64]).flatmap(lambda bits: st.tuples(st.just(bits), fst.formats(max_bits=bits))))
+def test_formats_are_valid_and_respect_the_width_limit(case):
+    max_bits, fmt = case
+    assert fmt.bits <= max_bits and 2 <= fmt.nexp <= 11
 
 
 @given(st.data())
@@ -53,3 +54,5 @@ def test_real_numbers_stay_within_the_margin(data):
 def test_strategies_refuse_an_empty_choice():
     with pytest.raises(ValueError, match="presets=True or custom=True"):
         fst.formats(presets=False, custom=False)
+    with pytest.raises(ValueError, match="max_bits must be at least 4"):
+        fst.formats(max_bits=3)

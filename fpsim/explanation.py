@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import html
 import math
-import numbers
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-import numpy as np
-
+from fpsim._inputs import as_float64
 from fpsim.codec import classify, decode, encode, next_down, next_up
-from fpsim.flags import Flags
+from fpsim.flags import Flags, suspended
 from fpsim.formats import Format, get_format
 
 _COLORS = {"sign": "35", "exponent": "34", "mantissa": "33"}  # magenta | blue | yellow: safe for colour blindness
@@ -33,6 +31,8 @@ def exact_decimal(value: Fraction | float) -> str:
     """
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, float) and value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
     fraction = Fraction(value)
     twos = fraction.denominator.bit_length() - 1
     if fraction.denominator != 1 << twos:
@@ -168,22 +168,25 @@ def explain(value: float, fmt: Format | str | Sequence[Format | str], rounding: 
             raise ValueError("fmt must name at least one format")
         return ExplanationGroup(explain(value, f, rounding, **options) for f in fmt)
     fmt = get_format(fmt)
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"value must be a real number, got {type(value).__name__}")
-    code, flags = encode(float(value), fmt, rounding, flags=True, **options)
-    stored = float(decode(code, fmt))
-    return Explanation(
-        fmt=fmt,
-        rounding=rounding,
-        input=float(value),
-        value=stored,
-        code=int(code),
-        category=classify(stored, fmt),
-        below=float(next_down(float(value), fmt)),
-        above=float(next_up(float(value), fmt)),
-        ulp=float(fmt.ulp(stored)),
-        flags=flags,
-    )
+    array, scalar = as_float64(value, "value")  # refuses what float64 cannot hold exactly
+    if not scalar:
+        raise TypeError(f"value must be one real number, got {type(value).__name__}; explain one element at a time")
+    x = float(array)
+    with suspended():  # explaining is a query: the caller's flag counts must not see its roundings
+        code, flags = encode(x, fmt, rounding, flags=True, **options)
+        stored = float(decode(code, fmt))
+        return Explanation(
+            fmt=fmt,
+            rounding=rounding,
+            input=x,
+            value=stored,
+            code=int(code),
+            category=classify(stored, fmt),
+            below=float(next_down(x, fmt)),
+            above=float(next_up(x, fmt)),
+            ulp=float(fmt.ulp(stored)),
+            flags=flags,
+        )
 
 
 def _stdout_has_color() -> bool:
