@@ -6,6 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from oracle import ML_DTYPES_CASTS
 
 import fpsim
 from fpsim.formats import ALIASES, PRESETS
@@ -24,14 +25,6 @@ SPEC_CONSTANTS = {
     "fp4_e2m1": (6.0, 1.0, 0.5, 0.5),
 }
 NUMPY_TYPES = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64}
-ML_DTYPES_TYPES = {
-    "bf16": ml_dtypes.bfloat16,
-    "fp8_e5m2": ml_dtypes.float8_e5m2,
-    "fp8_e4m3": ml_dtypes.float8_e4m3fn,
-    "fp6_e3m2": ml_dtypes.float6_e3m2fn,
-    "fp6_e2m3": ml_dtypes.float6_e2m3fn,
-    "fp4_e2m1": ml_dtypes.float4_e2m1fn,
-}
 TORCH_TYPES = {
     "fp64": torch.float64,
     "fp32": torch.float32,
@@ -74,9 +67,9 @@ def test_matches_numpy_finfo(name):
     assert int(-math.log10(fmt.eps)) == info.precision  # numpy's "precision" counts decimal digits, not bits
 
 
-@pytest.mark.parametrize("name", ML_DTYPES_TYPES)
+@pytest.mark.parametrize("name", ML_DTYPES_CASTS)
 def test_matches_ml_dtypes_finfo(name):
-    fmt, info = PRESETS[name], ml_dtypes.finfo(ML_DTYPES_TYPES[name])
+    fmt, info = PRESETS[name], ml_dtypes.finfo(ML_DTYPES_CASTS[name])
     assert (fmt.bits, fmt.nexp, fmt.nmant) == (info.bits, info.nexp, info.nmant)
     assert (fmt.emin, fmt.emax) == (info.minexp, info.maxexp - 1)
     assert (float(info.max), float(info.smallest_normal)) == (fmt.max, fmt.smallest_normal)
