@@ -1,5 +1,6 @@
 """fpsim: bit-exact floating-point formats, rounding and IEEE exception counts for mixed precision training."""
 
+from fpsim.arithmetic import abs, add, div, fma, mul, neg, sqrt, sub
 from fpsim.codec import classify, decode, encode, fields, next_down, next_up, round
 from fpsim.explanation import Explanation, explain
 from fpsim.flags import Flags, track_flags
@@ -38,14 +39,22 @@ __all__ = [
     "Explanation",
     "Flags",
     "Format",
+    "abs",
+    "add",
     "classify",
     "decode",
+    "div",
     "encode",
     "explain",
     "fields",
+    "fma",
     "get_format",
+    "mul",
+    "neg",
     "next_down",
     "next_up",
     "round",
+    "sqrt",
+    "sub",
     "track_flags",
 ]

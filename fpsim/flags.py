@@ -18,6 +18,8 @@ FLAG_DESCRIPTIONS = {
     "flushed_to_zero": "a nonzero input became ±0 (a subset of underflow)",
     "subnormal": "the result is a nonzero subnormal",
     "nan": "the result is NaN",
+    "invalid": "an operation had no defined result (0/0, inf - inf, 0·inf, sqrt of a negative): NaN",
+    "divide_by_zero": "a finite nonzero number was divided by zero: ±inf",
 }
 
 
@@ -32,6 +34,8 @@ class Flags:
     flushed_to_zero: int = 0
     subnormal: int = 0
     nan: int = 0
+    invalid: int = 0
+    divide_by_zero: int = 0
 
     def __iadd__(self, other: Flags) -> Flags:
         for name, count in asdict(other).items():

@@ -131,8 +131,14 @@ class Rounding:
         """Whether quanta 2^q and 2^-q are normal float64 numbers, so they can be built from bits."""
         return self.fmt.emin - self.fmt.nmant >= -1022 and self.fmt.emax <= 1021
 
-    def __call__(self, values: np.ndarray, count_flags: bool = False) -> tuple[np.ndarray, Flags | None]:
-        """Round an array (any dtype that widens exactly to float64); return float64 results and flags."""
+    def __call__(
+        self, values: np.ndarray, count_flags: bool = False, raised: Flags | None = None
+    ) -> tuple[np.ndarray, Flags | None]:
+        """Round an array (any dtype that widens exactly to float64); return float64 results and flags.
+
+        `raised` carries exceptions an arithmetic operation raised before this rounding (invalid,
+        divide_by_zero), so that they reach the caller and `track_flags` together with the rounding's own.
+        """
         self._check_nan_input(values)
         flat = values.reshape(-1)
         out = np.empty(flat.size, dtype=np.float64)
@@ -145,6 +151,8 @@ class Rounding:
             if counting:
                 flags += chunk_flags
         if counting:
+            if raised is not None:
+                flags += raised
             report(flags)
         return out.reshape(values.shape), flags
 

@@ -135,3 +135,27 @@ def format_range_float64(fmt: Format, n: int, seed: int) -> np.ndarray:
     low = fmt.emin - fmt.nmant - 3
     high = min(math.log2(fmt.max) + 2, 1023)
     return rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(low, high, n) * (1 + rng.random(n))
+
+
+MPFR_OPERATIONS = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "sqrt": "sqrt", "fma": "fma"}
+
+
+def mpfr_operation(name: str, operands: list[np.ndarray], fmt: Format, mode: str) -> np.ndarray:
+    """Each element of an operation evaluated by MPFR in fmt's precision and range, then the overflow rule."""
+    context = mpfr_context(fmt, mode)
+    method = getattr(context, MPFR_OPERATIONS[name])
+    columns = [[gmpy2.mpfr(float(v), 53) for v in operand] for operand in operands]
+    out = np.empty(len(operands[0]))
+    for i, args in enumerate(zip(*columns)):
+        rounded = float(method(*args))
+        out[i] = beyond_range(rounded, fmt, mode, fmt.overflow) if abs(rounded) > fmt.max else rounded
+    return out
+
+
+def random_values(fmt: Format, n: int, seed: int) -> np.ndarray:
+    """Format values drawn by uniform random finite codes: every binade and both signs equally likely."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, fmt.max_code + 1, n) | (rng.integers(0, 2, n) << (fmt.bits - 1))
+    import fpsim  # the decoder is tested against the references on its own
+
+    return fpsim.decode(codes.astype(np.uint64), fmt)
