@@ -1,6 +1,9 @@
 """fpsim: bit-exact floating-point formats, rounding and IEEE exception counts for mixed precision training."""
 
+from fpsim.accumulation import MODELS, AccumulationModel, dot, matmul, sum
 from fpsim.arithmetic import abs, add, div, fma, mul, neg, sqrt, sub
+from fpsim.array import FPArray, array
+from fpsim.calc import calc
 from fpsim.codec import classify, decode, encode, fields, next_down, next_up, round
 from fpsim.explanation import Explanation, explain
 from fpsim.flags import Flags, track_flags
@@ -33,22 +36,29 @@ __all__ = [
     "FP16",
     "FP32",
     "FP64",
+    "MODELS",
     "PRESETS",
     "ROUNDING_MODES",
     "TF32",
+    "AccumulationModel",
     "Explanation",
+    "FPArray",
     "Flags",
     "Format",
     "abs",
     "add",
+    "array",
+    "calc",
     "classify",
     "decode",
     "div",
+    "dot",
     "encode",
     "explain",
     "fields",
     "fma",
     "get_format",
+    "matmul",
     "mul",
     "neg",
     "next_down",
@@ -56,5 +66,6 @@ __all__ = [
     "round",
     "sqrt",
     "sub",
+    "sum",
     "track_flags",
 ]

@@ -39,11 +39,15 @@ def check_arithmetic_format(fmt: Format) -> None:
         )
 
 
-def operands(values: tuple[object, ...], plan: Rounding, policy: str) -> tuple[list[np.ndarray], tuple, bool]:
-    """The operands as flat float64 arrays of format values, broadcast together; their shape; all scalars?"""
+def operands(
+    values: tuple[object, ...], plan: Rounding, policy: str, names: str = "abc"
+) -> tuple[list[np.ndarray], tuple, bool]:
+    """The operands as flat float64 arrays of format values, broadcast together; their shape; all scalars?
+
+    `names` are the operands' parameter names, for error messages.
+    """
     if policy not in OPERAND_POLICIES:
         raise ValueError(f"inputs must be one of {', '.join(map(repr, OPERAND_POLICIES))}; got {policy!r}")
-    names = "abc"[: len(values)]  # the operands' parameter names in every public function
     arrays, scalars = [], []
     for value, name in zip(values, names):
         array, scalar = as_float64(value, name)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 import fpsim
+from fpsim.calc import calc
 from fpsim.explanation import _elide, exact_decimal, explain
 from fpsim.formats import NAN_ENCODINGS, OVERFLOW_POLICIES, PRESETS, format_names, get_format
 from fpsim.rounding import NAN_INPUT_POLICIES, ROUNDING_MODES
@@ -119,6 +120,13 @@ def cmd_round(args: argparse.Namespace) -> None:
     print(f"flags: {flags}")
 
 
+def cmd_calc(args: argparse.Namespace) -> None:
+    formats = _formats([args.format], [])
+    if len(formats) != 1:
+        raise UsageError("calc takes exactly one --format")
+    print(calc(args.expression, formats[0], args.rounding))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fpsim", description="See how floating-point formats store numbers.")
     parser.add_argument("--version", action="version", version=f"fpsim {fpsim.__version__}")
@@ -145,13 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
     round_cmd.add_argument("--format", "-f", required=True, help="target format name")
     round_cmd.add_argument("--from", dest="source", help="with --bits: the format the patterns belong to")
     round_cmd.set_defaults(run=cmd_round)
+
+    calc_cmd = commands.add_parser("calc", help="evaluate an expression, rounding every literal and step")
+    calc_cmd.add_argument("expression", metavar="EXPR", help='e.g. "65504 + 16" or "sqrt(2) * (0.1 + 0.2)"')
+    calc_cmd.add_argument("--format", "-f", required=True, help="format name")
+    modes = [m for m in ROUNDING_MODES if m != "stochastic"]
+    calc_cmd.add_argument("--rounding", "-r", default="nearest_even", choices=modes)
+    calc_cmd.set_defaults(run=cmd_calc)
     parser.epilog = f"formats: {', '.join(format_names())}, or eXmY. NaN encodings: {', '.join(NAN_ENCODINGS)}."
     return parser
 
 
 def _protect_negative_numbers(argv: Sequence[str]) -> list[str]:
-    """argparse would read '-1e-5' or '-inf' as options; a leading space keeps them values."""
-    return [f" {arg}" if arg.startswith("-") and _NUMBER.fullmatch(arg) else arg for arg in argv]
+    """argparse would read '-1e-5', '-inf' or '-1 + 2' as options; a leading space keeps them values."""
+    return [f" {arg}" if arg.startswith("-") and _looks_like_a_value(arg) else arg for arg in argv]
+
+
+def _looks_like_a_value(arg: str) -> bool:
+    return bool(_NUMBER.fullmatch(arg)) or any(c in arg for c in " +*/()")  # no option name has these
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ scaling by powers of two, which is exact, so no element is ever rounded twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -126,7 +127,7 @@ class Rounding:
         generator = _as_generator(rng) if mode == "stochastic" else None
         return cls(fmt, mode, policy, on_nan, generator)
 
-    @property
+    @cached_property
     def exact_scaling(self) -> bool:
         """Whether quanta 2^q and 2^-q are normal float64 numbers, so they can be built from bits."""
         return self.fmt.emin - self.fmt.nmant >= -1022 and self.fmt.emax <= 1021
@@ -145,9 +146,11 @@ class Rounding:
         counting = count_flags or tracking()
         flags = Flags() if counting else None
         for start in range(0, flat.size, CHUNK):
-            with np.errstate(invalid="ignore"):  # widening quietens signaling NaNs, which is no error of the input
-                x = np.asarray(flat[start : start + CHUNK], dtype=np.float64)
-            chunk_flags = self._round_chunk(x, out[start : start + CHUNK], counting)
+            chunk = flat[start : start + CHUNK]
+            if chunk.dtype != np.float64:  # small float64 inputs (reduction steps) skip this context's cost
+                with np.errstate(invalid="ignore"):  # widening quietens signaling NaNs: no error of the input
+                    chunk = chunk.astype(np.float64)
+            chunk_flags = self._round_chunk(chunk, out[start : start + CHUNK], counting)
             if counting:
                 flags += chunk_flags
         if counting:
@@ -186,8 +189,8 @@ class Rounding:
         # clip: float64 subnormals and binades below emin share the format's smallest quantum; at the top,
         # inf/NaN join the highest binade, and the bit-built path also folds in 2^1023 (it overflows there:
         # emax <= 1021) so that 2^-q stays a normal float64 even when nmant = 0.
-        top = 2045 if self.exact_scaling else 2046
-        np.clip(quantum, self.fmt.emin + _FLOAT64_BIAS, top, out=quantum)
+        np.maximum(quantum, self.fmt.emin + _FLOAT64_BIAS, out=quantum)  # ufuncs: np.clip's wrapper costs more
+        np.minimum(quantum, 2045 if self.exact_scaling else 2046, out=quantum)
         quantum -= self.fmt.nmant  # biased float64 exponent of the quantum
         to_integer = _TO_INTEGER[self.mode]
         if self.exact_scaling:

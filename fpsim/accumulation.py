@@ -1,0 +1,279 @@
+"""Reductions under an accumulation model: inputs in one format, partial sums in another, in a chosen order.
+
+Invariant: each partial sum is one correctly rounded addition in the accumulate format (the terms entering it
+exact, or rounded first when the model rounds products); the result is rounded once more, to the out format.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from fpsim._inputs import restore_scalar
+from fpsim.arithmetic import check_arithmetic_format, operands, sum_to_odd
+from fpsim.flags import Flags
+from fpsim.formats import BF16, FP16, FP32, TF32, Format, get_format
+from fpsim.rounding import Rounding
+
+ORDERS = {
+    "sequential": "one running sum, term after term (a CPU loop; cuBLAS within one thread)",
+    "pairwise": "a balanced binary tree of sums (numpy's strategy, in its pure form)",
+    "blocked": "sequential within blocks of `block` terms, then over the block sums (GPU split-K)",
+    "kahan": "compensated summation: a second accumulator carries each addition's rounding error",
+}
+PRODUCT_POLICIES = {
+    "exact": "each product enters the accumulator exactly (fused multiply-add, Tensor Cores)",
+    "rounded": "each product is rounded to the accumulate format before it is added",
+}
+
+
+@dataclass(frozen=True)
+class AccumulationModel:
+    """How a reduction runs: the formats of inputs, partial sums and result; products; order; block size."""
+
+    name: str
+    inputs: Format
+    accumulate: Format
+    out: Format
+    products: str = "exact"
+    order: str = "sequential"
+    block: int = 32
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        check_arithmetic_format(self.inputs)  # products of two inputs must be exact in float64
+        check_arithmetic_format(self.accumulate)
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}; got {self.order!r}")
+        if self.products not in PRODUCT_POLICIES:
+            raise ValueError(f"products must be one of {', '.join(map(repr, PRODUCT_POLICIES))}; got {self.products!r}")
+        if isinstance(self.block, bool) or not isinstance(self.block, int) or self.block < 1:
+            raise ValueError(f"block must be a positive int, got {self.block!r}")
+
+
+MODELS: dict[str, AccumulationModel] = {
+    model.name: model
+    for model in (
+        AccumulationModel(
+            "fp16_fp32acc",
+            FP16,
+            FP32,
+            FP16,
+            description="fp16 inputs, fp32 partial sums, fp16 result: Tensor Cores, autocast",
+        ),
+        AccumulationModel(
+            "fp16_acc", FP16, FP16, FP16, description="fp16 inputs and partial sums: reduced-precision reductions"
+        ),
+        AccumulationModel(
+            "bf16_fp32acc", BF16, FP32, BF16, description="bf16 inputs, fp32 partial sums, bf16 result: Tensor Cores"
+        ),
+        AccumulationModel(
+            "tf32", TF32, FP32, FP32, description="fp32 inputs rounded to tf32, fp32 partial sums: TF32 Tensor Cores"
+        ),
+        AccumulationModel("fp32", FP32, FP32, FP32, description="fp32 inputs and partial sums, fused multiply-add"),
+    )
+}
+
+
+def resolve_model(
+    fmt: object = None,
+    accumulate: object = None,
+    *,
+    out: object = None,
+    products: str | None = None,
+    order: str | None = None,
+    block: int | None = None,
+    model: str | AccumulationModel | None = None,
+) -> AccumulationModel:
+    """A model from a preset name (or model) with any field overridden; plain formats alone work too."""
+    if isinstance(model, str):
+        if model not in MODELS:
+            raise ValueError(f"unknown accumulation model {model!r}; the presets are {', '.join(MODELS)}")
+        model = MODELS[model]
+    if model is not None and not isinstance(model, AccumulationModel):
+        raise TypeError(f"model must be a preset name or an AccumulationModel, got {type(model).__name__}")
+    if model is None and fmt is None:
+        raise ValueError("give the input format (fmt) or an accumulation model (model=)")
+    overridden = any(v is not None for v in (fmt, accumulate, out, products, order, block))
+    inputs = get_format(fmt) if fmt is not None else model.inputs
+    accumulate = get_format(accumulate) if accumulate is not None else (model.accumulate if model else inputs)
+    base = model or AccumulationModel("custom", inputs, accumulate, accumulate)
+    return replace(
+        base,
+        name="custom" if overridden else base.name,
+        inputs=inputs,
+        accumulate=accumulate,
+        out=get_format(out) if out is not None else (base.out if model else accumulate),
+        products=products or base.products,
+        order=order or base.order,
+        block=block or base.block,
+    )
+
+
+class _Reduction:
+    """Runs one model over terms laid out along the last axis, counting flags across every rounding."""
+
+    def __init__(self, model: AccumulationModel, rounding: str, rng: object, want_flags: bool) -> None:
+        self.model = model
+        self.accumulate = Rounding.resolve(model.accumulate, rounding, rng=rng)
+        self.out = Rounding.resolve(model.out, rounding, rng=self.accumulate.rng)
+        self.want_flags = want_flags
+        self.flags = Flags()
+
+    def _round(self, plan: Rounding, exact: np.ndarray) -> np.ndarray:
+        rounded, flags = plan(exact, count_flags=self.want_flags)
+        if flags is not None:
+            self.flags += flags
+        return rounded
+
+    def add(self, total: np.ndarray, term: np.ndarray) -> np.ndarray:
+        """One rounding of total + term (both exact float64 values) to the accumulate format."""
+        return self._round(self.accumulate, sum_to_odd(total, term, self.accumulate.mode))
+
+    def term(self, product: np.ndarray) -> np.ndarray:
+        return self._round(self.accumulate, product) if self.model.products == "rounded" else product
+
+    def run(self, terms: Callable[[int], np.ndarray], length: int, all_terms: Callable[[], np.ndarray]) -> np.ndarray:
+        """Reduce terms(k), k < length (each shaped (..., 1)), or all_terms() (shaped (..., length))."""
+        if length == 0:
+            raise ValueError("cannot reduce an empty axis: there is no first term")
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as IEEE says: counted, not warned
+            total = getattr(self, f"_{self.model.order}")(terms, length, all_terms)
+            total = self._round(self.out, total) if self.model.out != self.model.accumulate else total
+        return total[..., 0]
+
+    def _sequential(self, terms, length, all_terms) -> np.ndarray:
+        total = self._round(self.accumulate, self.term(terms(0)))
+        for k in range(1, length):
+            total = self.add(total, self.term(terms(k)))
+        return total
+
+    def _kahan(self, terms, length, all_terms) -> np.ndarray:
+        total = self._round(self.accumulate, self.term(terms(0)))
+        compensation = np.zeros_like(total)
+        for k in range(1, length):
+            corrected = self.add(self.term(terms(k)), -compensation)  # y = t - c
+            new_total = self.add(total, corrected)  # t' = s + y
+            compensation = self.add(self.add(new_total, -total), -corrected)  # c = (t' - s) - y
+            total = new_total
+        return total
+
+    def _pairwise(self, terms, length, all_terms) -> np.ndarray:
+        level = self.term(all_terms())
+        if length == 1:
+            return self._round(self.accumulate, level)
+        while level.shape[-1] > 1:
+            pairs = level.shape[-1] // 2
+            summed = self.add(level[..., 0 : 2 * pairs : 2], level[..., 1 : 2 * pairs : 2])
+            level = np.concatenate([summed, level[..., 2 * pairs :]], axis=-1)  # an odd term waits a level
+        return level
+
+    def _blocked(self, terms, length, all_terms) -> np.ndarray:
+        values = self.term(all_terms())
+        block = self.model.block
+        starts = np.arange(0, length, block)
+        partial = self._round(self.accumulate, values[..., starts])  # every block at once
+        for offset in range(1, block):
+            active = starts + offset < length  # the last block may be short
+            if not active.any():
+                break
+            partial[..., active] = self.add(partial[..., active], values[..., starts[active] + offset])
+        total = partial[..., :1]
+        for b in range(1, len(starts)):
+            total = self.add(total, partial[..., b : b + 1])
+        return total
+
+
+def _finish(reduction: _Reduction, result: np.ndarray, scalar: bool):
+    value = restore_scalar(result, scalar)
+    return (value, reduction.flags) if reduction.want_flags else value
+
+
+def sum(  # shadows the builtin on purpose: fpsim.sum mirrors numpy
+    x: object,
+    fmt: Format | str | None = None,
+    accumulate: Format | str | None = None,
+    *,
+    axis: int | None = None,
+    order: str | None = None,
+    block: int | None = None,
+    out: Format | str | None = None,
+    model: str | AccumulationModel | None = None,
+    rounding: str = "nearest_even",
+    inputs: str = "round",
+    rng: object = None,
+    flags: bool = False,
+):
+    """Sum x (cast to fmt) with partial sums in `accumulate`, in `order`, the result rounded to `out`.
+
+    axis=None sums everything. `model` names a preset (see MODELS) whose fields the other arguments override.
+    """
+    spec = resolve_model(fmt, accumulate, out=out, order=order, block=block, model=model)
+    reduction = _Reduction(spec, rounding, rng, flags)
+    (values,), shape, _ = operands((x,), Rounding.resolve(spec.inputs, "nearest_even"), inputs, names="x")
+    values = values if axis is None else np.moveaxis(values.reshape(shape), _axis(axis, len(shape)), -1)
+    result = reduction.run(lambda k: values[..., k : k + 1], values.shape[-1], lambda: values)
+    return _finish(reduction, result, result.ndim == 0)
+
+
+def dot(a: object, b: object, fmt: Format | str | None = None, accumulate: Format | str | None = None, **options):
+    """Σ a_k·b_k over the last axis (1-D vectors, or stacks that broadcast), under an accumulation model.
+
+    Options as for `matmul`: out, products ('exact' fused or 'rounded'), order, block, model, rounding, flags.
+    """
+    reduction, (x, y) = _prepare(fmt, accumulate, (a, b), options)
+    if x.shape[-1:] != y.shape[-1:]:
+        raise ValueError(f"a and b must have the same length along the last axis; got {x.shape} and {y.shape}")
+    x, y = np.broadcast_arrays(x, y)
+    result = reduction.run(lambda k: x[..., k : k + 1] * y[..., k : k + 1], x.shape[-1], lambda: x * y)
+    return _finish(reduction, result, result.ndim == 0)
+
+
+def matmul(a: object, b: object, fmt: Format | str | None = None, accumulate: Format | str | None = None, **options):
+    """a @ b under an accumulation model; 1-D and stacked operands follow numpy.matmul's rules.
+
+    Options: out (result format), products ('exact' fused or 'rounded'), order, block, model (a preset
+    such as 'fp16_fp32acc'), rounding, inputs ('round' or 'exact'), rng, flags. Orders other than
+    'sequential' materialise all M·N·K products at once.
+    """
+    reduction, (x, y) = _prepare(fmt, accumulate, (a, b), options)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError("matmul needs arrays of at least one dimension; use mul for scalars")
+    left, right = (x[None, :] if x.ndim == 1 else x), (y[:, None] if y.ndim == 1 else y)
+    if left.shape[-1] != right.shape[-2]:
+        raise ValueError(f"a's last axis ({left.shape[-1]}) must match b's second-to-last ({right.shape[-2]})")
+    rows, columns = left[..., :, None, :], np.swapaxes(right, -1, -2)[..., None, :, :]  # (..., M, 1, K), (..., 1, N, K)
+    result = reduction.run(
+        lambda k: rows[..., k : k + 1] * columns[..., k : k + 1], left.shape[-1], lambda: rows * columns
+    )
+    if y.ndim == 1:
+        result = result[..., 0]
+    if x.ndim == 1:
+        result = result[..., 0, :] if y.ndim > 1 else result[..., 0]
+    return _finish(reduction, result, False)
+
+
+def _prepare(fmt, accumulate, values, options) -> tuple[_Reduction, list[np.ndarray]]:
+    keys = {"out", "products", "order", "block", "model"}
+    unknown = set(options) - keys - {"rounding", "inputs", "rng", "flags"}
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    spec = resolve_model(fmt, accumulate, **{k: v for k, v in options.items() if k in keys})
+    reduction = _Reduction(
+        spec, options.get("rounding", "nearest_even"), options.get("rng"), options.get("flags", False)
+    )
+    cast = Rounding.resolve(spec.inputs, "nearest_even")
+    arrays = []
+    for name, value in zip("ab", values):
+        (flat,), shape, _ = operands((value,), cast, options.get("inputs", "round"), names=name)
+        arrays.append(flat.reshape(shape))
+    return reduction, arrays
+
+
+def _axis(axis: object, ndim: int) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < builtins.max(ndim, 1):
+        raise ValueError(f"axis must be an int in [{-ndim}, {ndim}), got {axis!r}")
+    return int(axis)

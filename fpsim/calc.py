@@ -1,0 +1,148 @@
+"""A calculator for small arithmetic expressions in any format, every literal and intermediate rounded and shown.
+
+Invariant: expressions are parsed with `ast` against a whitelist and evaluated by fpsim.arithmetic; nothing is eval'd.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+from fractions import Fraction
+
+from fpsim import arithmetic
+from fpsim.codec import round as round_to
+from fpsim.explanation import _elide, exact_decimal
+from fpsim.flags import Flags
+from fpsim.formats import Format, get_format
+
+MAX_LENGTH = 500  # characters
+MAX_NODES = 200  # syntax-tree nodes: enough for any hand-written expression, too few for abuse
+_OPERATORS = {ast.Add: ("add", "+"), ast.Sub: ("sub", "-"), ast.Mult: ("mul", "×"), ast.Div: ("div", "÷")}
+_FUNCTIONS = {"sqrt": 1, "fma": 3}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rounding: what was computed, its exact value, the stored result and what the rounding raised."""
+
+    text: str
+    exact: Fraction | float
+    result: float
+    flags: Flags
+
+    @property
+    def error(self) -> float:
+        """stored − exact, as a float (exact to 60 digits for sqrt); inf on overflow, NaN for invalid steps."""
+        if isinstance(self.exact, Fraction) and math.isfinite(self.result):
+            return float(Fraction(self.result) - self.exact)
+        return self.result - float(self.exact) if self.result != self.exact else 0.0
+
+
+@dataclass(frozen=True)
+class Calculation:
+    expression: str
+    fmt: Format
+    rounding: str
+    steps: tuple[Step, ...]
+
+    @property
+    def result(self) -> float:
+        return self.steps[-1].result
+
+    @property
+    def flags(self) -> Flags:
+        total = Flags()
+        for step in self.steps:
+            total += step.flags
+        return total
+
+    def __str__(self) -> str:
+        lines = [f"{self.expression}  in {self.fmt.name}, rounding {self.rounding}"]
+        width = max(len(step.text) for step in self.steps)
+        for step in self.steps:
+            raised = ", ".join(n for n, c in step.flags.as_dict().items() if c and n != "total") or "exact"
+            stored = _elide(exact_decimal(step.result))
+            lines.append(f"  {step.text.ljust(width)} = {stored}   error {step.error:+.4g}   [{raised}]")
+        lines.append(f"result: {_elide(exact_decimal(self.result))}  ({self.flags})")
+        return "\n".join(lines)
+
+
+def calc(expression: str, fmt: Format | str, rounding: str = "nearest_even") -> Calculation:
+    """Evaluate `expression` (numbers, + - * /, parentheses, sqrt(x), fma(a, b, c)) rounding every step to fmt."""
+    if not isinstance(expression, str):
+        raise TypeError(f"expression must be a str, got {type(expression).__name__}")
+    if len(expression) > MAX_LENGTH:
+        raise ValueError(f"expression is {len(expression)} characters long; the limit is {MAX_LENGTH}")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as err:
+        raise ValueError(f"expression is not valid arithmetic: {err.msg} (at column {err.offset})") from None
+    if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
+        raise ValueError(f"expression has more than {MAX_NODES} parts; split it up")
+    fmt = get_format(fmt)
+    arithmetic.check_arithmetic_format(fmt)
+    steps: list[Step] = []
+    _Evaluator(fmt, rounding, steps).visit(tree.body)
+    return Calculation(expression.strip(), fmt, rounding, tuple(steps))
+
+
+class _Evaluator:
+    """Walks the whitelisted syntax tree; each node returns (stored value, exact value of what it denotes)."""
+
+    def __init__(self, fmt: Format, rounding: str, steps: list[Step]) -> None:
+        self.fmt, self.rounding, self.steps = fmt, rounding, steps
+
+    def visit(self, node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return self._literal(node)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            value = self.visit(node.operand)
+            return -value if isinstance(node.op, ast.USub) else value  # exact: only the sign changes
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            name, symbol = _OPERATORS[type(node.op)]
+            left, right = self.visit(node.left), self.visit(node.right)
+            return self._operation(name, f"{_show(left)} {symbol} {_show(right)}", left, right)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS:
+            arity = _FUNCTIONS[node.func.id]
+            if len(node.args) != arity or node.keywords:
+                raise ValueError(f"{node.func.id} takes {arity} argument{'s' * (arity > 1)}")
+            args = [self.visit(arg) for arg in node.args]
+            return self._operation(node.func.id, f"{node.func.id}({', '.join(map(_show, args))})", *args)
+        allowed = "numbers, + - * /, parentheses, sqrt(x) and fma(a, b, c)"
+        raise ValueError(f"expression may only contain {allowed}; found {ast.unparse(node)!r}")
+
+    def _literal(self, node: ast.Constant) -> float:
+        value = float(node.value)  # Python has already read the literal as the nearest float64
+        if math.isinf(value):
+            raise ValueError(f"the literal {node.value!r} lies outside float64's range")
+        stored, flags = round_to(value, self.fmt, self.rounding, flags=True)
+        self.steps.append(Step(f"{value!r}", Fraction(value), float(stored), flags))
+        return float(stored)
+
+    def _operation(self, name: str, text: str, *operands: float) -> float:
+        stored, flags = getattr(arithmetic, name)(*operands, self.fmt, self.rounding, flags=True)
+        self.steps.append(Step(text, _exact(name, operands), float(stored), flags))
+        return float(stored)
+
+
+def _exact(name: str, operands: tuple[float, ...]) -> Fraction | float:
+    """The exact result of one operation on format values (sqrt to 60 digits); float where not finite."""
+    if not all(math.isfinite(x) for x in operands):
+        return math.nan
+    x = [Fraction(v) for v in operands]
+    if name == "sqrt":
+        if x[0] < 0:
+            return math.nan
+        with localcontext() as context:
+            context.prec = 60
+            return Fraction(Decimal(operands[0]).sqrt())
+    if name == "div" and x[1] == 0:
+        return math.nan if x[0] == 0 else math.copysign(math.inf, operands[0]) * math.copysign(1, operands[1])
+    return {"add": lambda: x[0] + x[1], "sub": lambda: x[0] - x[1], "mul": lambda: x[0] * x[1],
+            "div": lambda: x[0] / x[1], "fma": lambda: x[0] * x[1] + x[2]}[name]()  # fmt: skip
+
+
+def _show(value: float) -> str:
+    return _elide(exact_decimal(value))
