@@ -107,9 +107,9 @@ def resolve_model(
         inputs=inputs,
         accumulate=accumulate,
         out=get_format(out) if out is not None else (base.out if model else accumulate),
-        products=products or base.products,
-        order=order or base.order,
-        block=block or base.block,
+        products=base.products if products is None else products,
+        order=base.order if order is None else order,
+        block=base.block if block is None else block,
     )
 
 

@@ -89,6 +89,15 @@ def test_bad_input_is_one_line_on_stderr_with_exit_code_2(capsys, argv, message)
     assert err.count("\n") == 1 and err.startswith("fpsim: error: ") and message in err
 
 
+def test_calc_shows_each_rounding(capsys):
+    code, out, _ = run(capsys, "calc", "65504 + 16", "--format", "fp16")
+    assert code == 0 and "65504 + 16 = inf" in out and out.splitlines()[-1].startswith("result: inf")
+    code, out, _ = run(capsys, "calc", "-1 + 1e-8", "-f", "fp32", "-r", "up")
+    assert code == 0 and "result: -0.999999940395355224609375" in out
+    code, _, err = run(capsys, "calc", "__import__('os')", "-f", "fp16")
+    assert code == 2 and err.count("\n") == 1 and "may only contain" in err
+
+
 def test_python_dash_m_runs_the_same_cli():
     ok = subprocess.run([sys.executable, "-m", "fpsim", "round", "0.1", "-f", "bf16"], capture_output=True, text=True)
     assert ok.returncode == 0 and "0.10009765625" in ok.stdout

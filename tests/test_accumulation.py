@@ -1,0 +1,162 @@
+"""Reductions under accumulation models: swamping, each order against a step-by-step reference built from
+fpsim.add, matmul against torch, model presets and bad input."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import fpsim
+from fpsim.accumulation import MODELS, ORDERS
+
+
+def step_by_step_sum(terms, fmt):
+    """The sequential model spelled out with fpsim.add, one call per term."""
+    total = fpsim.round(terms[0], fmt)
+    for term in terms[1:]:
+        total = fpsim.add(total, term, fmt)
+    return total
+
+
+def pairwise_reference(terms, fmt):
+    """A balanced tree of fpsim.add, written recursively: adjacent pairs first, an odd term carried up."""
+    if len(terms) == 1:
+        return fpsim.round(terms[0], fmt)
+    level = [fpsim.add(terms[i], terms[i + 1], fmt) for i in range(0, len(terms) - 1, 2)]
+    return pairwise_reference(level + list(terms[len(terms) - len(terms) % 2 :]), fmt)
+
+
+def test_swamping_in_fp16_and_its_cures():
+    x = np.full(100_000, 1e-4)  # each term is 1.0001659393310547e-4 once in fp16; the true sum is about 10
+    assert fpsim.sum(x, "fp16") == 0.25  # past 0.25, 1e-4 is below half an ulp: every addition is lost
+    assert fpsim.sum(x, "fp16", "fp32") == pytest.approx(10.0, rel=2e-3)
+    kahan = fpsim.sum(x, "fp16", order="kahan")
+    exact = 100_000 * float(fpsim.round(1e-4, "fp16"))
+    assert kahan == pytest.approx(10.0, rel=1e-3) and abs(kahan - exact) <= fpsim.FP16.ulp(exact)  # one fp16 step
+    assert fpsim.sum(x, "fp16", order="pairwise") == pytest.approx(10.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8_e4m3"])
+def test_sequential_and_pairwise_orders_match_step_by_step_references(fmt):
+    terms = fpsim.round(np.random.default_rng(1).normal(0, 1, 37), fmt)
+    assert fpsim.sum(terms, fmt) == step_by_step_sum(terms, fmt)
+    assert fpsim.sum(terms, fmt, order="pairwise") == pairwise_reference(list(terms), fmt)
+
+
+def test_blocked_order_sums_blocks_then_block_sums():
+    terms = fpsim.round(np.random.default_rng(2).normal(0, 1, 70), "fp16")
+    blocks = [step_by_step_sum(terms[i : i + 32], "fp16") for i in range(0, 70, 32)]
+    assert fpsim.sum(terms, "fp16", order="blocked", block=32) == step_by_step_sum(blocks, "fp16")
+
+
+def test_kahan_order_is_the_compensated_recurrence():
+    terms = fpsim.round(np.random.default_rng(3).uniform(0, 1, 50), "fp16")
+    total, compensation = float(terms[0]), 0.0
+    for term in terms[1:]:
+        corrected = fpsim.sub(term, compensation, "fp16")
+        new_total = fpsim.add(total, corrected, "fp16")
+        compensation = fpsim.sub(fpsim.sub(new_total, total, "fp16"), corrected, "fp16")
+        total = new_total
+    assert fpsim.sum(terms, "fp16", order="kahan") == total
+
+
+def test_sum_along_an_axis_is_vectorized_over_the_others():
+    x = fpsim.round(np.random.default_rng(4).normal(0, 1, (3, 40, 5)), "bf16")
+    along = fpsim.sum(x, "bf16", axis=1)
+    assert along.shape == (3, 5)
+    assert along[2, 4] == step_by_step_sum(x[2, :, 4], "bf16")
+    assert fpsim.sum(x, "bf16", axis=-1).shape == (3, 40) and np.ndim(fpsim.sum(x, "bf16")) == 0
+
+
+def test_products_exact_or_rounded():
+    a, b = np.array([1.0, 1 + 2.0**-10]), np.array([-1.0, 1 + 2.0**-9])
+    # -1 + (1 + 2^-10)(1 + 2^-9) = 2^-9 + 2^-10 + 2^-19, an fp16 value: a fused step keeps the 2^-19,
+    # while rounding the product first (to 1 + 2^-9 + 2^-10) loses it
+    assert fpsim.dot(a, b, "fp16") == 2.0**-9 + 2.0**-10 + 2.0**-19
+    assert fpsim.dot(a, b, "fp16", products="rounded") == 2.0**-9 + 2.0**-10
+
+
+def test_dot_matches_a_loop_of_fma():
+    a, b = (fpsim.round(np.random.default_rng(s).normal(0, 1, 30), "bf16") for s in (5, 6))
+    total = fpsim.mul(a[0], b[0], "fp32")
+    for x, y in zip(a[1:], b[1:]):
+        total = fpsim.fma(x, y, total, "fp32")
+    assert fpsim.dot(a, b, "bf16", "fp32") == total
+
+
+def test_fp16_matmul_with_fp32_accumulation_agrees_with_torch_within_the_error_bound():
+    rng = np.random.default_rng(7)
+    a, b = fpsim.round(rng.standard_normal((64, 96)), "fp16"), fpsim.round(rng.standard_normal((96, 48)), "fp16")
+    ours = fpsim.matmul(a, b, model="fp16_fp32acc")
+    theirs = (torch.from_numpy(a).half() @ torch.from_numpy(b).half()).double().numpy()
+    # torch's summation order is unknown: both are fp32 sums of exact products, each off by at most
+    # K·2^-24·Σ|a||b| before the final rounding to fp16, which adds at most one fp16 ulp between them.
+    bound = 2 * 96 * 2.0**-24 * (np.abs(a) @ np.abs(b)) + fpsim.FP16.ulp(np.maximum(np.abs(ours), np.abs(theirs)))
+    assert (np.abs(ours - theirs) <= bound).all()
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_matmul_is_bit_identical_to_torch_where_order_cannot_matter(k):
+    rng = np.random.default_rng(k)
+    a, b = fpsim.round(rng.standard_normal((32, k)), "fp16"), fpsim.round(rng.standard_normal((k, 32)), "fp16")
+    theirs = (torch.from_numpy(a).half() @ torch.from_numpy(b).half()).double().numpy()
+    assert np.array_equal(fpsim.matmul(a, b, model="fp16_fp32acc"), theirs)
+
+
+def test_matmul_shapes_follow_numpy():
+    a, b = np.ones((2, 3, 4)), np.ones((4, 5))
+    assert fpsim.matmul(a, b, "fp16").shape == (2, 3, 5)
+    assert fpsim.matmul(np.ones(4), b, "fp16").shape == (5,) and fpsim.matmul(b.T, np.ones(4), "fp16").shape == (5,)
+    assert np.ndim(fpsim.matmul(np.ones(4), np.ones(4), "fp16")) == 0
+    assert np.array_equal(fpsim.matmul(a, b, "fp16"), np.full((2, 3, 5), 4.0))
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_every_order_sums_small_integers_exactly(order):
+    x = np.arange(1, 61, dtype=float)  # every partial sum stays below 2048, where fp16 holds all integers
+    assert fpsim.sum(x, "fp16", order=order, block=7) == 1830.0
+    assert fpsim.matmul(np.ones((2, 60)), x[:, None], "fp16", order=order, block=7)[0, 0] == 1830.0
+
+
+def test_presets_and_overrides():
+    assert set(MODELS) == {"fp16_fp32acc", "fp16_acc", "bf16_fp32acc", "tf32", "fp32"}
+    model = fpsim.accumulation.resolve_model(model="fp16_fp32acc", order="blocked")
+    assert (model.inputs, model.accumulate, model.out, model.order, model.name) == (
+        fpsim.FP16, fpsim.FP32, fpsim.FP16, "blocked", "custom",
+    )  # fmt: skip
+    x = np.array([1.0, 2.0**-11])  # lost in fp16 accumulation, kept in fp32 and rounded away again in fp16 out
+    assert fpsim.sum(x, model="fp16_acc") == 1.0 and fpsim.sum(x, model="fp16_fp32acc", out="fp32") == 1 + 2.0**-11
+    assert fpsim.sum([1.0, 2.0**-11, 2.0**-11], model="tf32") == 1 + 2.0**-10  # fp32 partials hold 2^-11 steps
+
+
+def test_flags_count_every_rounding_of_a_reduction():
+    x = np.full(10, 30000.0)
+    total, flags = fpsim.sum(x, "fp16", flags=True)
+    assert total == math.inf and flags.overflow == 1 and flags.total == 10  # the first term, then 9 additions
+    with fpsim.track_flags() as tracked:
+        fpsim.sum(x, "fp16")
+    assert tracked.as_dict() == flags.as_dict()
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: fpsim.sum([1.0], "fp16", model="h100"), ValueError, "unknown accumulation model 'h100'.*fp16_fp32acc"),
+        (lambda: fpsim.sum([1.0], "fp16", order="random"), ValueError, "order must be one of"),
+        (lambda: fpsim.dot([1.0], [1.0], "fp16", products="fused"), ValueError, "products must be one of"),
+        (lambda: fpsim.sum([1.0], "fp16", order="blocked", block=0), ValueError, "block must be a positive int"),
+        (lambda: fpsim.sum([1.0]), ValueError, "give the input format"),
+        (lambda: fpsim.sum([], "fp16"), ValueError, "cannot reduce an empty axis"),
+        (lambda: fpsim.sum(np.ones((2, 2)), "fp16", axis=2), ValueError, "axis must be an int in"),
+        (lambda: fpsim.dot([1.0, 2.0], [1.0], "fp16"), ValueError, "same length"),
+        (lambda: fpsim.matmul(np.ones((2, 3)), np.ones((2, 3)), "fp16"), ValueError, "must match"),
+        (lambda: fpsim.matmul(np.ones(2), 3.0, "fp16"), ValueError, "at least one dimension"),
+        (lambda: fpsim.matmul([["a"]], [[1.0]], "fp16"), TypeError, "a must hold only real numbers"),
+        (lambda: fpsim.matmul([[1.0]], [[1.0]], "fp16", accumulate="fp64"), ValueError, "at most 25"),
+        (lambda: fpsim.dot([1.0], [1.0], "fp16", orders="kahan"), TypeError, "unexpected keyword arguments: orders"),
+    ],
+)
+def test_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()

@@ -1,0 +1,73 @@
+"""The calculator: every literal and operation becomes a step with its exact error; only arithmetic parses."""
+
+import math
+from fractions import Fraction
+
+import pytest
+
+import fpsim
+from fpsim.calc import MAX_LENGTH, MAX_NODES
+
+
+def test_overflow_at_the_tie_past_fp16_max():
+    calculation = fpsim.calc("65504 + 16", "fp16")
+    assert [s.text for s in calculation.steps] == ["65504.0", "16.0", "65504 + 16"]
+    assert calculation.result == math.inf and calculation.flags.overflow == 1
+
+
+def test_product_of_small_numbers_underflows():
+    calculation = fpsim.calc("1e-4*1e-4", "fp16")
+    literal = float(fpsim.round(1e-4, "fp16"))
+    assert calculation.result == 0.0 and calculation.steps[-1].exact == Fraction(literal) ** 2
+    assert calculation.flags.flushed_to_zero == 1 and calculation.steps[-1].error == -(literal**2)
+
+
+def test_every_step_is_one_correctly_rounded_operation():
+    calculation = fpsim.calc("(0.1 + 0.2) * 3 - sqrt(2) / fma(2, 3, -1)", "bf16")
+    a, b = fpsim.round(0.1, "bf16"), fpsim.round(0.2, "bf16")
+    total = fpsim.add(a, b, "bf16")
+    product = fpsim.mul(total, 3, "bf16")
+    quotient = fpsim.div(fpsim.sqrt(2, "bf16"), fpsim.fma(2, 3, -1, "bf16"), "bf16")
+    assert calculation.result == fpsim.sub(product, quotient, "bf16")
+    assert calculation.steps[2].exact == Fraction(float(a)) + Fraction(float(b))
+    assert abs(calculation.steps[6].exact - Fraction(2) ** 0.5) < 1e-15  # sqrt(2) to 60 digits
+    text = str(calculation)
+    assert "0.10009765625 + 0.2001953125 = 0.30078125" in text and text.splitlines()[-1].startswith("result: ")
+
+
+def test_division_by_zero_and_invalid_steps():
+    assert fpsim.calc("1/0", "fp16").flags.divide_by_zero == 1
+    invalid = fpsim.calc("sqrt(-1)", "fp32")
+    assert math.isnan(invalid.result) and invalid.flags.invalid == 1
+    assert (
+        fpsim.calc("-1 + 1", "fp16", "down").result == 0.0
+        and math.copysign(1, fpsim.calc("-1 + 1", "fp16", "down").result) < 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("__import__('os').system('true')", "may only contain"),
+        ("x + 1", "may only contain"),
+        ("2 ** 10", "may only contain"),
+        ("abs(-1)", "may only contain"),
+        ("sqrt(1, 2)", "sqrt takes 1 argument"),
+        ("fma(1, 2)", "fma takes 3 arguments"),
+        ("1 +", "not valid arithmetic"),
+        ("1e400", "outside float64's range"),
+        ("1" + "+1" * (MAX_NODES // 2), f"more than {MAX_NODES} parts"),
+        ("1" * (MAX_LENGTH + 1), f"the limit is {MAX_LENGTH}"),
+        ("True + 1", "may only contain"),
+    ],
+)
+def test_only_arithmetic_is_accepted(expression, message):
+    with pytest.raises(ValueError, match=message):
+        fpsim.calc(expression, "fp16")
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="expression must be a str"):
+        fpsim.calc(1.0, "fp16")
+    with pytest.raises(ValueError, match="at most 25"):
+        fpsim.calc("1 + 1", "fp64")
