@@ -15,9 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 
 import fpsim
+from fpsim import train
 from fpsim.calc import calc
 from fpsim.explanation import _elide, exact_decimal, explain
 from fpsim.formats import NAN_ENCODINGS, OVERFLOW_POLICIES, PRESETS, format_names, get_format
+from fpsim.policies import POLICIES
 from fpsim.rounding import NAN_INPUT_POLICIES, ROUNDING_MODES
 
 _NUMBER = re.compile(r"[+-]?(inf|infinity|nan|0x[0-9a-f.]+(p[+-]?\d+)?|(\d+\.?\d*|\.\d+)(e[+-]?\d+)?)", re.IGNORECASE)
@@ -127,6 +129,40 @@ def cmd_calc(args: argparse.Namespace) -> None:
     print(calc(args.expression, formats[0], args.rounding))
 
 
+def _table(rows: list[dict]) -> str:
+    headers = list(rows[0])
+    cells = [[_cell(row[h]) for h in headers] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))]
+    lines += [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells
+    ]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 or not math.isfinite(value) else f"{value:.3e}"
+    return str(value)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    names = [name.strip() for name in args.policy.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--policy needs at least one policy name")
+    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    configs = [train.scenario(args.scenario, policy=name, **overrides) for name in names]
+    for config in configs:
+        config.validate()  # every config is checked before any training starts
+    progress = 0 if args.quiet else max(1, configs[0].steps // 10)
+    histories = [train.run(config, progress_every=progress) for config in configs]
+    print(f"scenario {args.scenario}: {train.SCENARIOS[args.scenario][0]}")
+    print(_table([h.summary() for h in histories]))
+    if args.out:
+        train.save_results(histories, args.out)
+        print(f"saved {len(histories)} run(s) to {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fpsim", description="See how floating-point formats store numbers.")
     parser.add_argument("--version", action="version", version=f"fpsim {fpsim.__version__}")
@@ -160,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     modes = [m for m in ROUNDING_MODES if m != "stochastic"]
     calc_cmd.add_argument("--rounding", "-r", default="nearest_even", choices=modes)
     calc_cmd.set_defaults(run=cmd_calc)
+
+    train_cmd = commands.add_parser("train", help="train the digits MLP under precision policies and compare")
+    train_cmd.add_argument(
+        "--policy", "-p", default="fp32", help=f"one or more of {', '.join(POLICIES)}, comma-separated"
+    )
+    train_cmd.add_argument("--scenario", "-s", default="baseline", choices=list(train.SCENARIOS))
+    train_cmd.add_argument("--steps", type=int, help="training steps (default: the scenario's)")
+    train_cmd.add_argument("--seed", type=int, help="seed for data split, initialisation and batches")
+    train_cmd.add_argument("--out", "-o", help="save the runs' histories to this JSON file")
+    train_cmd.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    train_cmd.set_defaults(run=cmd_train)
     parser.epilog = f"formats: {', '.join(format_names())}, or eXmY. NaN encodings: {', '.join(NAN_ENCODINGS)}."
     return parser
 

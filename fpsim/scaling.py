@@ -36,7 +36,8 @@ def unscale(gradients: Sequence[np.ndarray], scale: float) -> tuple[list[np.ndar
     That is not g / scale: with scale 3, the two differ in about a third of the elements. Returns the
     unscaled gradients and found_inf (any inf or NaN among the scaled gradients).
     """
-    inverse = np.float32(1.0 / _fp32(scale))  # the scale is an fp32; its float64 reciprocal, rounded once to fp32
+    with np.errstate(divide="ignore", over="ignore"):  # a scale backed off to 0 gives inf, as in torch
+        inverse = np.float32(np.divide(1.0, _fp32(scale)))  # the fp32 scale's float64 reciprocal, rounded to fp32
     found_inf = False
     unscaled = []
     for gradient in gradients:

@@ -1,0 +1,134 @@
+"""Precision policies: which format each kind of tensor lives in during training, as plain data.
+
+Invariant: a policy names formats and a scaler only; `Precision` applies it and counts what the casts did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fpsim.codec import round as round_to
+from fpsim.flags import Flags, suspended
+from fpsim.formats import FP32, FP64, Format, get_format
+from fpsim.scaling import SCALERS
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Formats for weights and activations as computed with (`compute`), the optimizer's copy of the weights
+    and its state (`master`), backward gradients (`grads`), softmax/loss/norm internals (`reductions`) and
+    matmul partial sums (`accumulate`); the loss scaler; and per-tensor scaling into narrow formats (FP8)."""
+
+    name: str
+    compute: str
+    master: str
+    grads: str
+    reductions: str
+    accumulate: str = "fp32"
+    scaler: str = "none"
+    loss_scale: float = 2.0**16
+    per_tensor_scaling: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for field_name in ("compute", "master", "grads", "reductions", "accumulate"):
+            get_format(getattr(self, field_name))  # unknown names fail here, with the list of valid ones
+        if get_format(self.accumulate) not in (FP32, FP64):
+            raise ValueError(f"accumulate must be fp32 or fp64 (BLAS partial sums), got {self.accumulate!r}")
+        if self.scaler not in SCALERS:
+            raise ValueError(f"scaler must be one of {', '.join(SCALERS)}; got {self.scaler!r}")
+        if not np.isfinite(self.loss_scale) or self.loss_scale <= 0:
+            raise ValueError(f"loss_scale must be a finite number > 0, got {self.loss_scale}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+POLICIES: dict[str, Policy] = {
+    p.name: p
+    for p in (
+        Policy("fp32", "fp32", "fp32", "fp32", "fp32", description="everything in fp32: the reference"),
+        Policy("fp16", "fp16", "fp16", "fp16", "fp16", description="all fp16, fp16 weights, no scaling (Apex O3)"),
+        Policy("fp16-static", "fp16", "fp16", "fp16", "fp16", scaler="static", loss_scale=2.0**10,
+               description="fp16 everywhere plus a static loss scale"),
+        Policy("fp16-dynamic", "fp16", "fp16", "fp16", "fp16", scaler="dynamic",
+               description="fp16 weights plus dynamic loss scaling"),
+        Policy("amp", "fp16", "fp32", "fp16", "fp32", scaler="dynamic",
+               description="fp32 master weights, fp16 matmuls with fp32 accumulation, fp32 softmax/loss/norms, "
+               "dynamic scaling: the paper's recipe, torch autocast + GradScaler"),
+        Policy("bf16", "bf16", "fp32", "bf16", "fp32", description="bf16 compute, fp32 master weights, no scaling"),
+        Policy("fp8", "fp8_e4m3", "fp32", "fp8_e5m2", "fp32", per_tensor_scaling=True,
+               description="e4m3 forward, e5m2 gradients, per-tensor scaling, fp32 master weights"),
+    )
+}  # fmt: skip
+
+
+def get_policy(spec: str | Policy) -> Policy:
+    if isinstance(spec, Policy):
+        return spec
+    if spec not in POLICIES:
+        raise ValueError(f"unknown policy {spec!r}; the policies are {', '.join(POLICIES)}")
+    return POLICIES[spec]
+
+
+class Precision:
+    """A policy at work: rounds tensors into its formats, multiplies under its accumulation, keeps the counts."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.compute, self.master = get_format(policy.compute), get_format(policy.master)
+        self.grads, self.reductions = get_format(policy.grads), get_format(policy.reductions)
+        self.accumulate = get_format(policy.accumulate)
+        self.reset_counts()
+
+    def reset_counts(self) -> None:
+        self.gradient_flags = Flags()
+        self.max_activation = 0.0
+
+    def cast(self, x: np.ndarray, fmt: Format) -> np.ndarray:
+        """x rounded to fmt (nearest even); into narrow formats with per-tensor scaling when the policy says so."""
+        if fmt is FP64:
+            return x
+        with suspended():  # the training loop keeps its own counts
+            if self.policy.per_tensor_scaling and fmt.bits <= 8:
+                return self._scaled_cast(x, fmt)
+            return round_to(x, fmt, overflow="saturate" if not fmt.has_inf else None, on_nan="zero")
+
+    def _scaled_cast(self, x: np.ndarray, fmt: Format) -> np.ndarray:
+        """Scale by the power of two that brings amax just under fmt's max, round, scale back (exact)."""
+        amax = float(np.max(np.abs(x), initial=0.0))
+        if not np.isfinite(amax) or amax == 0:
+            return round_to(x, fmt, overflow="saturate", on_nan="zero")
+        shift = int(np.floor(np.log2(fmt.max / amax)))
+        return np.ldexp(round_to(np.ldexp(x, shift), fmt, overflow="saturate"), -shift)
+
+    def activation(self, x: np.ndarray) -> np.ndarray:
+        """A forward tensor in the compute format; records the largest magnitude seen before rounding."""
+        finite = np.abs(x[np.isfinite(x)])
+        self.max_activation = max(self.max_activation, float(finite.max(initial=0.0)))
+        return self.cast(x, self.compute)
+
+    def gradient(self, g: np.ndarray) -> np.ndarray:
+        """A backward tensor in the grads format; its flags (flushed, subnormal) are what the lesson counts."""
+        with suspended():
+            if self.policy.per_tensor_scaling and self.grads.bits <= 8:
+                rounded = self._scaled_cast(g, self.grads)
+                flags = Flags(total=g.size, flushed_to_zero=int(np.count_nonzero((rounded == 0) & (g != 0))))
+            else:
+                rounded, flags = round_to(g, self.grads, flags=True, on_nan="zero")
+        self.gradient_flags += flags
+        return rounded
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, out: Format) -> np.ndarray:
+        """a @ b with partial sums in the accumulate format (the host BLAS's order), rounded to `out`.
+
+        Products of fp16, bf16, tf32 or fp8 values are exact in fp32, so float32 BLAS is fp32 accumulation.
+        """
+        with np.errstate(all="ignore"):  # inf and NaN propagate through the product, as on the hardware
+            if self.accumulate is FP32:
+                product = (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float64)
+            else:
+                product = a @ b
+        return self.cast(product, out)
