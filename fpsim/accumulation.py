@@ -6,7 +6,6 @@ exact, or rounded first when the model rounds products); the result is rounded o
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -116,10 +115,12 @@ def resolve_model(
 class _Reduction:
     """Runs one model over terms laid out along the last axis, counting flags across every rounding."""
 
-    def __init__(self, model: AccumulationModel, rounding: str, rng: object, want_flags: bool) -> None:
+    def __init__(
+        self, model: AccumulationModel, rounding: str, rng: object, want_flags: bool, overflow: str | None = None
+    ) -> None:
         self.model = model
-        self.accumulate = Rounding.resolve(model.accumulate, rounding, rng=rng)
-        self.out = Rounding.resolve(model.out, rounding, rng=self.accumulate.rng)
+        self.accumulate = Rounding.resolve(model.accumulate, rounding, overflow, rng=rng)
+        self.out = Rounding.resolve(model.out, rounding, overflow, rng=self.accumulate.rng)
         self.want_flags = want_flags
         self.flags = Flags()
 
@@ -205,15 +206,17 @@ def sum(  # shadows the builtin on purpose: fpsim.sum mirrors numpy
     rounding: str = "nearest_even",
     inputs: str = "round",
     rng: object = None,
+    overflow: str | None = None,
     flags: bool = False,
 ):
     """Sum x (cast to fmt) with partial sums in `accumulate`, in `order`, the result rounded to `out`.
 
-    axis=None sums everything. `model` names a preset (see MODELS) whose fields the other arguments override.
+    axis=None sums everything. `model` names a preset (see MODELS) whose fields the other arguments override;
+    `overflow` sets the policy of every rounding (the input cast, partial sums and result).
     """
     spec = resolve_model(fmt, accumulate, out=out, order=order, block=block, model=model)
-    reduction = _Reduction(spec, rounding, rng, flags)
-    (values,), shape, _ = operands((x,), Rounding.resolve(spec.inputs, "nearest_even"), inputs, names="x")
+    reduction = _Reduction(spec, rounding, rng, flags, overflow)
+    (values,), shape, _ = operands((x,), Rounding.resolve(spec.inputs, "nearest_even", overflow), inputs, names="x")
     values = values if axis is None else np.moveaxis(values.reshape(shape), _axis(axis, len(shape)), -1)
     result = reduction.run(lambda k: values[..., k : k + 1], values.shape[-1], lambda: values)
     return _finish(reduction, result, result.ndim == 0)
@@ -225,6 +228,8 @@ def dot(a: object, b: object, fmt: Format | str | None = None, accumulate: Forma
     Options as for `matmul`: out, products ('exact' fused or 'rounded'), order, block, model, rounding, flags.
     """
     reduction, (x, y) = _prepare(fmt, accumulate, (a, b), options)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError("dot needs vectors (or stacks of them); use mul for scalars")
     if x.shape[-1:] != y.shape[-1:]:
         raise ValueError(f"a and b must have the same length along the last axis; got {x.shape} and {y.shape}")
     x, y = np.broadcast_arrays(x, y)
@@ -253,19 +258,20 @@ def matmul(a: object, b: object, fmt: Format | str | None = None, accumulate: Fo
         result = result[..., 0]
     if x.ndim == 1:
         result = result[..., 0, :] if y.ndim > 1 else result[..., 0]
-    return _finish(reduction, result, False)
+    return _finish(reduction, result, result.ndim == 0)
 
 
 def _prepare(fmt, accumulate, values, options) -> tuple[_Reduction, list[np.ndarray]]:
     keys = {"out", "products", "order", "block", "model"}
-    unknown = set(options) - keys - {"rounding", "inputs", "rng", "flags"}
+    unknown = set(options) - keys - {"rounding", "inputs", "rng", "flags", "overflow"}
     if unknown:
         raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
     spec = resolve_model(fmt, accumulate, **{k: v for k, v in options.items() if k in keys})
+    overflow = options.get("overflow")
     reduction = _Reduction(
-        spec, options.get("rounding", "nearest_even"), options.get("rng"), options.get("flags", False)
+        spec, options.get("rounding", "nearest_even"), options.get("rng"), options.get("flags", False), overflow
     )
-    cast = Rounding.resolve(spec.inputs, "nearest_even")
+    cast = Rounding.resolve(spec.inputs, "nearest_even", overflow)
     arrays = []
     for name, value in zip("ab", values):
         (flat,), shape, _ = operands((value,), cast, options.get("inputs", "round"), names=name)
@@ -274,6 +280,6 @@ def _prepare(fmt, accumulate, values, options) -> tuple[_Reduction, list[np.ndar
 
 
 def _axis(axis: object, ndim: int) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < builtins.max(ndim, 1):
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
         raise ValueError(f"axis must be an int in [{-ndim}, {ndim}), got {axis!r}")
     return int(axis)

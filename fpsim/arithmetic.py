@@ -9,7 +9,10 @@ roots rounded to float64 are never on, or on the wrong side of, a format value o
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Callable
+from fractions import Fraction
 
 import numpy as np
 
@@ -32,10 +35,11 @@ def check_arithmetic_format(fmt: Format) -> None:
             f"{fmt.name} has p = {fmt.precision} significant bits; fpsim simulates arithmetic exactly in formats "
             f"of at most {MAX_PRECISION} (fp32 and narrower); for fp64 use numpy's float64 arithmetic"
         )
-    if 2 * (fmt.emin - fmt.nmant) < -1074 or fmt.emax > 511:  # products must stay inside float64's range
+    least, top = fmt.emin - fmt.nmant, fmt.emax + 1  # every magnitude lies in [2^least, 2^top)
+    if 2 * least < -1074 or 2 * top > 1023 or top - least > 1023:  # products and quotients must stay in float64
         raise ValueError(
-            f"{fmt.name}'s exponent range (2^{fmt.emin - fmt.nmant} to 2^{fmt.emax}) is too wide for exact "
-            "float64 products; arithmetic supports formats with at most 10 exponent bits"
+            f"{fmt.name}'s exponent range (2^{least} to 2^{top}) is too wide for exact float64 products and "
+            "quotients; arithmetic supports formats with at most 9 exponent bits"
         )
 
 
@@ -52,7 +56,7 @@ def operands(
     for value, name in zip(values, names):
         array, scalar = as_float64(value, name)
         with suspended():  # casting the operands is not the operation whose flags the caller asked for
-            cast, _ = Rounding.resolve(plan.fmt, "nearest_even", on_nan=plan.on_nan)(array)
+            cast, _ = Rounding.resolve(plan.fmt, "nearest_even", plan.overflow, on_nan=plan.on_nan)(array)
         if policy == "exact" and not np.array_equal(cast, array, equal_nan=True):
             example = float(array[(cast != array) & ~np.isnan(array)].flat[0])
             raise ValueError(f"{name} holds {example!r}, which {plan.fmt.name} cannot represent; round it first")
@@ -64,6 +68,18 @@ def operands(
         shapes = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays))
         raise ValueError(f"operands must broadcast to one shape; got {shapes}") from None
     return [np.ravel(x) for x in broadcast], broadcast[0].shape, all(scalars)
+
+
+def fraction_to_odd(value: Fraction) -> float:
+    """An exact rational as the float64 that rounds like it to any format of at most 51 bits: the nearest
+    float64, moved to odd when inexact (beyond float64's range: its largest value, itself odd)."""
+    try:
+        nearest = float(value)
+    except OverflowError:
+        return sys.float_info.max if value > 0 else -sys.float_info.max
+    if Fraction(nearest) == value or int(np.float64(nearest).view(np.int64)) & 1:
+        return nearest
+    return float(np.nextafter(nearest, math.inf if value > nearest else -math.inf))
 
 
 def to_odd(total: np.ndarray, error: np.ndarray) -> np.ndarray:
@@ -119,6 +135,7 @@ def _apply(
     arrays, shape, scalar = operands(values, plan, inputs_policy)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # IEEE results, counted as flags below
         exact = compute(plan.mode, *arrays)
+    exact[np.isnan(exact) & ~np.logical_or.reduce([np.isnan(x) for x in arrays])] = np.nan  # +NaN, not x86's -NaN
     divide_by_zero = (np.isfinite(arrays[0]) & (arrays[0] != 0) & (arrays[1] == 0)) if name == "div" else None
     if plan.fmt.nan == "none" and plan.on_nan == "raise" and np.isnan(exact).any():
         raise ValueError(
@@ -160,11 +177,11 @@ def fma(a: object, b: object, c: object, fmt: Format | str, rounding: str = "nea
     return _apply("fma", lambda mode, x, y, z: sum_to_odd(x * y, z, mode), (a, b, c), fmt, rounding, options)
 
 
-def neg(a: object, fmt: Format | str, **options):
-    """−a: exact in every format (only the sign bit changes)."""
-    return _apply("neg", lambda mode, x: -x, (a,), fmt, "nearest_even", options)
+def neg(a: object, fmt: Format | str, rounding: str = "nearest_even", **options):
+    """−a: exact in every format and mode (only the sign bit changes)."""
+    return _apply("neg", lambda mode, x: -x, (a,), fmt, rounding, options)
 
 
-def abs(a: object, fmt: Format | str, **options):  # shadows the builtin on purpose: fpsim.abs mirrors numpy
-    """|a|: exact in every format (the sign bit is cleared)."""
-    return _apply("abs", lambda mode, x: np.abs(x), (a,), fmt, "nearest_even", options)
+def abs(a: object, fmt: Format | str, rounding: str = "nearest_even", **options):  # shadows the builtin: numpy's name
+    """|a|: exact in every format and mode (the sign bit is cleared)."""
+    return _apply("abs", lambda mode, x: np.abs(x), (a,), fmt, rounding, options)

@@ -5,6 +5,7 @@ Invariant: `values` only ever holds values of `format`; each operation is one of
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -76,8 +77,9 @@ class FPArray(np.lib.mixins.NDArrayOperatorsMixin):
             return self.sum() if ufunc is np.add and len(inputs) == 1 else NotImplemented
         fmt = self._common_format(inputs)
         values = [x._values if isinstance(x, FPArray) else x for x in inputs]
-        if ufunc in _COMPARISONS:
-            return ufunc(*[np.asarray(v, dtype=np.float64) for v in values])
+        if ufunc in _COMPARISONS:  # plain operands are cast first, as numpy's float16 and torch's fp16 do
+            cast = [v if isinstance(x, FPArray) else round_to(v, fmt) for x, v in zip(inputs, values)]
+            return ufunc(*[np.asarray(v, dtype=np.float64) for v in cast])
         if ufunc in _ELEMENTWISE:
             return self._wrap(_ELEMENTWISE[ufunc](*values, fmt, self.rounding), fmt)
         if ufunc is np.square:
@@ -85,7 +87,7 @@ class FPArray(np.lib.mixins.NDArrayOperatorsMixin):
         if ufunc in _EXACT:
             return self._wrap(ufunc(np.asarray(values[0], dtype=np.float64)), fmt)
         if ufunc in _FLOAT64_THEN_ROUNDED:
-            with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf, log(-1) = NaN, as IEEE says
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # log(0) = -inf, exp(1e3) = inf
                 return self._wrap(round_to(ufunc(np.asarray(values[0], dtype=np.float64)), fmt, self.rounding), fmt)
         if ufunc is np.matmul:
             return self._wrap(accumulation.matmul(*values, **self._model_options(fmt)), self._out_format(fmt))
@@ -93,9 +95,12 @@ class FPArray(np.lib.mixins.NDArrayOperatorsMixin):
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         handlers = {np.sum: FPArray.sum, np.mean: FPArray.mean, np.dot: FPArray.dot, np.shape: lambda a: a.shape}
-        if func not in handlers or not isinstance(args[0], FPArray):
+        if func not in handlers:
             return NotImplemented
-        return handlers[func](*args, **kwargs)
+        first = (
+            args[0] if isinstance(args[0], FPArray) else array(args[0], self.format, self.rounding, model=self.model)
+        )
+        return handlers[func](first, *args[1:], **kwargs)
 
     # ---- reductions through accumulation models ------------------------------------------------
     def sum(self, axis: int | None = None) -> FPArray:
@@ -103,10 +108,12 @@ class FPArray(np.lib.mixins.NDArrayOperatorsMixin):
         return self._wrap(total, self._out_format(self.format))
 
     def mean(self, axis: int | None = None) -> FPArray:
-        """The sum divided by the count, the division rounded in the sum's format (the count rounded to it too)."""
-        count = self.size if axis is None else self.shape[axis]
+        """The sum divided exactly by the count, rounded once to the array's format."""
         total = self.sum(axis)
-        return self._wrap(arithmetic.div(total._values, count, total.format, self.rounding), total.format)
+        count = self.size if axis is None else self.shape[axis]  # sum() has checked the axis
+        quotients = [arithmetic.fraction_to_odd(Fraction(float(s)) / count) if np.isfinite(s) else s / count
+                     for s in total._values.reshape(-1)]  # fmt: skip
+        return self._wrap(round_to(np.reshape(quotients, total.shape), self.format, self.rounding), self.format)
 
     def dot(self, other: Any) -> FPArray:
         fmt = self._common_format((self, other))
@@ -135,6 +142,19 @@ class FPArray(np.lib.mixins.NDArrayOperatorsMixin):
 
     def __float__(self) -> float:
         return float(self._values)
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise ValueError(
+                "the truth value of an FPArray with more than one element is ambiguous; use .any() or .all()"
+            )
+        return bool(self._values.reshape(-1)[0])
+
+    def any(self) -> bool:
+        return bool(self._values.any())
+
+    def all(self) -> bool:
+        return bool(self._values.all())
 
     # ---- views of the stored values -------------------------------------------------------------
     @property
@@ -195,19 +215,22 @@ class FPArray(np.lib.mixins.NDArrayOperatorsMixin):
         return fmt
 
     def _model_options(self, fmt: Format) -> dict:
-        return {"fmt": fmt, "model": self.model, "rounding": self.rounding}
+        """The model's inputs rounding and partial sums (the array's own format without one); results in fmt."""
+        inputs = {} if self.model is not None else {"fmt": fmt}
+        return {**inputs, "model": self.model, "out": fmt, "rounding": self.rounding}
 
     def _out_format(self, fmt: Format) -> Format:
-        return accumulation.resolve_model(fmt, model=self.model).out
+        return fmt
 
 
 def array(x: Any, fmt: Format | str, rounding: str = "nearest_even", *, model: object = None) -> FPArray:
     """x rounded to `fmt` as an FPArray: every operation on it rounds its results to the format.
 
     `rounding` is used for the initial rounding and every later result; `model` (a preset name such as
-    'fp16_fp32acc' or an AccumulationModel) sets how sum, mean, dot and matmul accumulate (default: in
-    `fmt` itself, sequentially). exp, log, log2, log10, exp2 and tanh are computed in float64 and then
-    rounded once, which is correctly rounded except in rare cases near midpoints.
+    'fp16_fp32acc' or an AccumulationModel) sets how sum, mean, dot and matmul round their inputs and
+    accumulate (default: in `fmt` itself, sequentially); their results are always in `fmt`. exp, log, log2,
+    log10, exp2 and tanh are computed in float64 and then rounded once, which is correctly rounded except in
+    rare cases near midpoints.
     """
     fmt = get_format(fmt)
     check_rounding(rounding)

@@ -37,7 +37,9 @@ class Step:
         """stored − exact, as a float (exact to 60 digits for sqrt); inf on overflow, NaN for invalid steps."""
         if isinstance(self.exact, Fraction) and math.isfinite(self.result):
             return float(Fraction(self.result) - self.exact)
-        return self.result - float(self.exact) if self.result != self.exact else 0.0
+        if isinstance(self.exact, Fraction):  # an overflow to ±inf
+            return self.result
+        return self.result - self.exact if self.result != self.exact else 0.0
 
 
 @dataclass(frozen=True)
@@ -84,22 +86,24 @@ def calc(expression: str, fmt: Format | str, rounding: str = "nearest_even") -> 
     fmt = get_format(fmt)
     arithmetic.check_arithmetic_format(fmt)
     steps: list[Step] = []
-    _Evaluator(fmt, rounding, steps).visit(tree.body)
+    _Evaluator(expression.strip(), fmt, rounding, steps).visit(tree.body)
     return Calculation(expression.strip(), fmt, rounding, tuple(steps))
 
 
 class _Evaluator:
     """Walks the whitelisted syntax tree; each node returns (stored value, exact value of what it denotes)."""
 
-    def __init__(self, fmt: Format, rounding: str, steps: list[Step]) -> None:
-        self.fmt, self.rounding, self.steps = fmt, rounding, steps
+    def __init__(self, source: str, fmt: Format, rounding: str, steps: list[Step]) -> None:
+        self.source, self.fmt, self.rounding, self.steps = source, fmt, rounding, steps
 
     def visit(self, node: ast.AST) -> float:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
             return self._literal(node)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             value = self.visit(node.operand)
-            return -value if isinstance(node.op, ast.USub) else value  # exact: only the sign changes
+            if isinstance(node.op, ast.UAdd):
+                return value
+            return self._operation("neg", f"-{_show(value)}", value)  # exact: only the sign changes
         if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
             name, symbol = _OPERATORS[type(node.op)]
             left, right = self.visit(node.left), self.visit(node.right)
@@ -114,11 +118,11 @@ class _Evaluator:
         raise ValueError(f"expression may only contain {allowed}; found {ast.unparse(node)!r}")
 
     def _literal(self, node: ast.Constant) -> float:
-        value = float(node.value)  # Python has already read the literal as the nearest float64
-        if math.isinf(value):
-            raise ValueError(f"the literal {node.value!r} lies outside float64's range")
-        stored, flags = round_to(value, self.fmt, self.rounding, flags=True)
-        self.steps.append(Step(f"{value!r}", Fraction(value), float(stored), flags))
+        # The literal as typed, exactly: Python's own float would already have rounded it once.
+        text = ast.get_source_segment(self.source, node) or repr(node.value)
+        exact = Fraction(node.value) if isinstance(node.value, int) else Fraction(text.replace("_", ""))
+        stored, flags = round_to(arithmetic.fraction_to_odd(exact), self.fmt, self.rounding, flags=True)
+        self.steps.append(Step(text, exact, float(stored), flags))
         return float(stored)
 
     def _operation(self, name: str, text: str, *operands: float) -> float:
@@ -141,7 +145,7 @@ def _exact(name: str, operands: tuple[float, ...]) -> Fraction | float:
     if name == "div" and x[1] == 0:
         return math.nan if x[0] == 0 else math.copysign(math.inf, operands[0]) * math.copysign(1, operands[1])
     return {"add": lambda: x[0] + x[1], "sub": lambda: x[0] - x[1], "mul": lambda: x[0] * x[1],
-            "div": lambda: x[0] / x[1], "fma": lambda: x[0] * x[1] + x[2]}[name]()  # fmt: skip
+            "div": lambda: x[0] / x[1], "fma": lambda: x[0] * x[1] + x[2], "neg": lambda: -x[0]}[name]()  # fmt: skip
 
 
 def _show(value: float) -> str:

@@ -130,6 +130,10 @@ def test_presets_and_overrides():
     assert fpsim.sum([1.0, 2.0**-11, 2.0**-11], model="tf32") == 1 + 2.0**-10  # fp32 partials hold 2^-11 steps
 
 
+def test_overflow_policy_reaches_every_rounding_of_a_reduction():
+    assert fpsim.sum([500.0, -100.0], "e4m3", "fp32", overflow="saturate") == 352.0  # torch's saturating cast
+
+
 def test_flags_count_every_rounding_of_a_reduction():
     x = np.full(10, 30000.0)
     total, flags = fpsim.sum(x, "fp16", flags=True)
@@ -155,6 +159,8 @@ def test_flags_count_every_rounding_of_a_reduction():
         (lambda: fpsim.matmul([["a"]], [[1.0]], "fp16"), TypeError, "a must hold only real numbers"),
         (lambda: fpsim.matmul([[1.0]], [[1.0]], "fp16", accumulate="fp64"), ValueError, "at most 25"),
         (lambda: fpsim.dot([1.0], [1.0], "fp16", orders="kahan"), TypeError, "unexpected keyword arguments: orders"),
+        (lambda: fpsim.dot(2.0, 3.0, "fp16"), ValueError, "dot needs vectors"),
+        (lambda: fpsim.sum(3.0, "fp16", axis=0), ValueError, "axis must be an int in"),
     ],
 )
 def test_bad_input(call, error, message):

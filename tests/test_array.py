@@ -47,6 +47,10 @@ def test_ufuncs_round_every_result_like_the_functional_api(x, expression, refere
 
 def test_comparisons_and_indexing(x):
     assert (x > 0).tolist() == [True, False, True, True] and (x == x).all()
+    assert (x == 0.1).tolist() == [True, False, False, False]  # 0.1 is cast to fp16 first, as numpy's float16 does
+    assert not fpsim.array([0.0], "fp16") and fpsim.array([2.0], "fp16")
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(x)
     assert isinstance(x[1:], fpsim.FPArray) and x[1:].tolist() == x.values[1:].tolist()
     assert float(x[0]) == 0.0999755859375
     x[0] = 0.1001
@@ -61,12 +65,16 @@ def test_reductions_go_through_the_accumulation_model():
     assert float(plain.sum()) == fpsim.sum(values, "fp16") and float(np.sum(plain)) == float(plain.sum())
     assert float(tensor_core.sum()) == fpsim.sum(values, model="fp16_fp32acc")
     assert float(tensor_core.sum()) > float(plain.sum())  # fp32 partial sums keep what fp16 swamps
-    assert float(np.mean(tensor_core)) == fpsim.div(float(tensor_core.sum()), 5000, "fp16")
+    assert float(np.mean(tensor_core)) == fpsim.round(float(tensor_core.sum()) / 5000, "fp16")  # 5000 exact
+    many = fpsim.array(np.full(70_000, 1e-3), "fp16", model="fp16_fp32acc")
+    assert float(many.mean()) == pytest.approx(1e-3, rel=1e-3)  # the count is not rounded to fp16 (inf)
     m = fpsim.array(np.arange(6.0).reshape(2, 3), "bf16", model="bf16_fp32acc")
     assert np.array_equal((m @ m.T).values, fpsim.matmul(m.values, m.values.T, model="bf16_fp32acc"))
     assert np.array_equal(m.dot(m.T).values, (m @ m.T).values) and m.sum(axis=0).shape == (3,)
     v = fpsim.array([1.0, 2.0, 3.0], "fp16")
-    assert float(v.dot(v)) == 14.0 and float(np.dot(v, v)) == 14.0
+    assert float(v.dot(v)) == 14.0 and float(np.dot(v, v)) == 14.0 and float(np.dot(np.ones(3), v)) == 6.0
+    single = fpsim.array([[1 + 2.0**-12]], "fp32", model="tf32")  # the model rounds inputs to tf32 ...
+    assert (single @ np.ones((1, 1))).tolist() == [[1.0]] and (single @ np.ones((1, 1))).format is fpsim.FP32
 
 
 def test_mixed_formats_promote_like_torch():
@@ -90,6 +98,10 @@ def test_repr_explain_and_conversion(x):
     assert x.to("bf16").tolist() == fpsim.round(x.values, "bf16").tolist()
     with pytest.raises(ValueError, match="index must select one element"):
         x.explain(slice(0, 2))
+
+
+def test_exp_overflow_is_inf_without_a_warning():
+    assert np.exp(fpsim.array([1000.0], "fp16")).tolist() == [np.inf]
 
 
 def test_unsupported_operations_raise_type_errors(x):
