@@ -98,6 +98,19 @@ def test_calc_shows_each_rounding(capsys):
     assert code == 2 and err.count("\n") == 1 and "may only contain" in err
 
 
+def test_train_prints_a_comparison_table_and_saves_results(capsys, tmp_path):
+    from fpsim.train import load_results
+
+    out_file = tmp_path / "runs.json"
+    code, out, err = run(capsys, "train", "--policy", "fp32,amp", "--steps", "20", "--out", str(out_file))
+    assert code == 0 and out.splitlines()[1].split()[:3] == ["policy", "final", "loss"]
+    assert [line.split()[0] for line in out.splitlines()[2:4]] == ["fp32", "amp"]
+    assert "step 20/20" in err and [h.policy["name"] for h in load_results(out_file)] == ["fp32", "amp"]
+    code, out, err = run(capsys, "train", "-p", "fp16", "-s", "overflow", "--steps", "5", "--quiet")
+    assert code == 0 and err == "" and "nan" in out
+    assert run(capsys, "train", "-p", "fp99")[0] == 2 and run(capsys, "train", "--steps", "0")[0] == 2
+
+
 def test_python_dash_m_runs_the_same_cli():
     ok = subprocess.run([sys.executable, "-m", "fpsim", "round", "0.1", "-f", "bf16"], capture_output=True, text=True)
     assert ok.returncode == 0 and "0.10009765625" in ok.stdout

@@ -96,6 +96,15 @@ def test_progress_lines_and_scenarios():
     assert scenario("underflow", steps=7).steps == 7 and Config.from_dict(Config().to_dict()) == Config()
 
 
+def test_clipping_acts_after_unscaling():
+    clipped = run(Config(policy="amp", steps=20, clip_norm=1e-3, lr=1.0))
+    free = run(Config(policy="amp", steps=20, lr=1.0))
+    assert clipped.loss[-1] > free.loss[-1]  # a tiny clip norm slows learning: it saw the unscaled gradients
+    # the unscaled gradient norm stays far below 1e3 and the scaled one (x 2^16) far above: nothing is clipped
+    between = run(Config(policy="amp", steps=20, clip_norm=1e3, lr=1.0))
+    assert between.loss == free.loss
+
+
 def test_fp8_policy_scales_each_tensor_into_range():
     p = Precision(get_policy("fp8"))
     x = np.array([1e-4, 3e-4, -2e-4])  # far below e4m3's smallest normal, 2^-6
