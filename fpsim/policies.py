@@ -86,6 +86,7 @@ class Precision:
     def reset_counts(self) -> None:
         self.gradient_flags = Flags()
         self.max_activation = 0.0
+        self.gradients_seen: list[np.ndarray] = []  # the values each gradient cast received, for histograms
 
     def cast(self, x: np.ndarray, fmt: Format) -> np.ndarray:
         """x rounded to fmt (nearest even); into narrow formats with per-tensor scaling when the policy says so."""
@@ -112,6 +113,7 @@ class Precision:
 
     def gradient(self, g: np.ndarray) -> np.ndarray:
         """A backward tensor in the grads format; its flags (flushed, subnormal) are what the lesson counts."""
+        self.gradients_seen.append(g)
         with suspended():
             if self.policy.per_tensor_scaling and self.grads.bits <= 8:
                 rounded = self._scaled_cast(g, self.grads)

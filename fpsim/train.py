@@ -23,6 +23,7 @@ from fpsim.policies import Policy, Precision, get_policy
 from fpsim.scaling import DynamicLossScaler, StaticLossScaler, apex_scaler, hysteresis_scaler, naive_scaler
 
 OPTIMIZERS = ("sgd", "adam")
+GRADIENT_SAMPLE = 4096  # gradient values kept from the last step, for `fpsim plot histogram --from`
 DATASETS = ("digits", "teacher")
 
 
@@ -114,7 +115,8 @@ def scenario(name: str, **overrides: object) -> Config:
 
 @dataclass
 class History:
-    """Per-step records of one run, plus test accuracy every `eval_every` steps."""
+    """Per-step records of one run, plus test accuracy every `eval_every` steps and a sample of the last
+    step's gradients (divided by that step's loss scale) for histograms."""
 
     config: dict
     policy: dict
@@ -128,6 +130,8 @@ class History:
     activation_format_max: float = 0.0
     eval_steps: list[int] = field(default_factory=list)
     test_accuracy: list[float] = field(default_factory=list)
+    gradient_sample: list[float] = field(default_factory=list)
+    gradient_sample_scale: float = 1.0
     seconds: float = 0.0
 
     @property
@@ -298,3 +302,7 @@ def _step(model, master, optimizer, scaler, p: Precision, config: Config, x, y, 
     history.subnormal.append(flags.fraction("subnormal"))
     history.lost_updates.append(lost)
     history.max_activation.append(p.max_activation)
+    seen = np.concatenate([g.reshape(-1) for g in p.gradients_seen])
+    stride = max(1, seen.size // GRADIENT_SAMPLE)  # every k-th value of the last step: deterministic
+    history.gradient_sample = (seen[::stride][:GRADIENT_SAMPLE] / scale).tolist()  # as the unscaled run sees them
+    history.gradient_sample_scale = scale

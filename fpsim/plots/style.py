@@ -1,0 +1,45 @@
+"""One look for every figure: a colour, line style and hatch per format, safe for print and colour blindness.
+
+Invariant: a format keeps the same style in every figure (presets fixed, custom formats by a stable hash).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from fpsim.formats import Format, get_format
+
+# Okabe–Ito: distinguishable with the common colour-vision deficiencies; line styles and hatches carry the
+# same distinction in greyscale print.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442", "#999999")
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), (0, (5, 5)), (0, (3, 5, 1, 5)))
+HATCHES = ("", "//", "\\\\", "xx", "..", "++", "oo", "--", "||")
+_PRESET_ORDER = ("fp64", "fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "tf32", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1")
+FIELD_COLORS = {"sign": "#CC79A7", "exponent": "#0072B2", "mantissa": "#E69F00"}  # as in explain's HTML view
+REGION_COLORS = {"flush": "#D55E00", "subnormal": "#E69F00", "normal": "#009E73", "overflow": "#000000"}
+
+
+def _index(fmt: Format) -> int:
+    if fmt.name in _PRESET_ORDER:
+        return _PRESET_ORDER.index(fmt.name) % len(PALETTE)
+    return zlib.crc32(fmt.name.encode()) % len(PALETTE)  # stable across runs, unlike hash()
+
+
+def style(fmt: Format | str) -> dict:
+    """Matplotlib keyword arguments (color, linestyle) for a format's lines."""
+    fmt = get_format(fmt)
+    i = _index(fmt)
+    return {"color": PALETTE[i], "linestyle": LINESTYLES[i]}
+
+
+def hatch(fmt: Format | str) -> str:
+    return HATCHES[_index(get_format(fmt))]
+
+
+_POLICY_ORDER = ("fp32", "fp16", "amp", "bf16", "fp8", "fp16-static", "fp16-dynamic")
+
+
+def policy_style(name: str) -> dict:
+    """Line style of a training policy: fixed for the presets, a stable hash for custom policies."""
+    i = _POLICY_ORDER.index(name) if name in _POLICY_ORDER else zlib.crc32(name.encode()) % len(PALETTE)
+    return {"color": PALETTE[i % len(PALETTE)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
