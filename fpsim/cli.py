@@ -153,7 +153,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
     configs = [train.scenario(args.scenario, policy=name, **overrides) for name in names]
     for config in configs:
-        config.validate()  # every config is checked before any training starts
+        config.validate()  # every config, and the output path, are checked before any training starts
+    if args.out:
+        _check_writable(args.out)
     progress = 0 if args.quiet else max(1, configs[0].steps // 10)
     histories = [train.run(config, progress_every=progress) for config in configs]
     print(f"scenario {args.scenario}: {train.SCENARIOS[args.scenario][0]}")
@@ -190,14 +192,20 @@ def _plot_figure(args: argparse.Namespace):
     return plots.gradient_histogram(sample, formats if args.formats else "fp16", scale=args.scale)[0]
 
 
+def _check_writable(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"cannot write {path!r}: it is a folder; name a file")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write {path!r}: {folder} is not a writable folder")
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     out = args.out or f"{args.kind}.png"
     suffix = os.path.splitext(out)[1].lower()
     if suffix not in (".png", ".svg", ".pdf"):
         raise UsageError(f"-o must end in .png, .svg or .pdf (the format is taken from it); got {out!r}")
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise UsageError(f"cannot write {out!r}: {folder} is not a writable folder")
+    _check_writable(out)
     if args.source and not os.path.isfile(args.source):
         raise UsageError(f"--from {args.source!r}: no such file; write one with fpsim train --out FILE")
     figure = _plot_figure(args)
@@ -285,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `fpsim ... | head` closed the pipe: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as err:  # a file that vanished or a full disk: still one line, not a traceback
+        print(f"fpsim: error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
     return 0
 
 

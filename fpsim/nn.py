@@ -86,8 +86,10 @@ class MLP:
             mean = p.cast(x.mean(axis=axis, keepdims=True), p.reductions)
             var = p.cast(((x - mean) ** 2).mean(axis=axis, keepdims=True), p.reductions)
             if self.norm == "batch":
+                n = x.shape[0]
+                unbiased = var[0] * n / max(n - 1, 1)  # torch keeps the unbiased variance for evaluation
                 self.running[f"mean{i}"] = 0.9 * self.running[f"mean{i}"] + 0.1 * mean[0]
-                self.running[f"var{i}"] = 0.9 * self.running[f"var{i}"] + 0.1 * var[0]
+                self.running[f"var{i}"] = 0.9 * self.running[f"var{i}"] + 0.1 * unbiased
         inv_std = p.cast(1 / np.sqrt(var + _EPS), p.reductions)
         x_hat = p.cast((x - mean) * inv_std, p.reductions)
         out = p.activation(w[f"gamma{i}"] * x_hat + w[f"beta{i}"])
@@ -124,8 +126,8 @@ class MLP:
         if cache is None:
             return dy
         x_hat, inv_std, axis = cache
-        grads[f"gamma{i}"] = p.gradient((dy * x_hat).sum(axis=0))
-        grads[f"beta{i}"] = p.gradient(dy.sum(axis=0))
+        grads[f"gamma{i}"] = p.cast((dy * x_hat).sum(axis=0), p.reductions)  # norm parameters live in reductions
+        grads[f"beta{i}"] = p.cast(dy.sum(axis=0), p.reductions)
         d_hat = p.cast(dy * w[f"gamma{i}"], p.reductions)
         mean_d = d_hat.mean(axis=axis, keepdims=True)
         mean_dx = (d_hat * x_hat).mean(axis=axis, keepdims=True)

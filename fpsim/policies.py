@@ -12,7 +12,7 @@ import numpy as np
 from fpsim.codec import round as round_to
 from fpsim.flags import Flags, suspended
 from fpsim.formats import FP32, FP64, Format, get_format
-from fpsim.scaling import SCALERS
+from fpsim.scaling import SCALERS, fp32_scale
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,7 @@ class Policy:
             raise ValueError(f"accumulate must be fp32 or fp64 (BLAS partial sums), got {self.accumulate!r}")
         if self.scaler not in SCALERS:
             raise ValueError(f"scaler must be one of {', '.join(SCALERS)}; got {self.scaler!r}")
-        if not np.isfinite(self.loss_scale) or self.loss_scale <= 0:
-            raise ValueError(f"loss_scale must be a finite number > 0, got {self.loss_scale}")
+        fp32_scale("loss_scale", self.loss_scale)  # must round to a finite, nonzero fp32
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,9 +64,12 @@ POLICIES: dict[str, Policy] = {
 }  # fmt: skip
 
 
-def get_policy(spec: str | Policy) -> Policy:
+def get_policy(spec: str | Policy | dict) -> Policy:
+    """A policy from its name, itself, or its dict (a custom policy read back from a JSON config)."""
     if isinstance(spec, Policy):
         return spec
+    if isinstance(spec, dict):
+        return Policy(**spec)
     if spec not in POLICIES:
         raise ValueError(f"unknown policy {spec!r}; the policies are {', '.join(POLICIES)}")
     return POLICIES[spec]
@@ -102,8 +104,8 @@ class Precision:
         amax = float(np.max(np.abs(x), initial=0.0))
         if not np.isfinite(amax) or amax == 0:
             return round_to(x, fmt, overflow="saturate", on_nan="zero")
-        shift = int(np.floor(np.log2(fmt.max / amax)))
-        return np.ldexp(round_to(np.ldexp(x, shift), fmt, overflow="saturate"), -shift)
+        shift = int(np.floor(np.log2(fmt.max) - np.log2(amax)))  # a difference of logs: max / amax may overflow
+        return np.ldexp(round_to(np.ldexp(x, shift), fmt, overflow="saturate", on_nan="zero"), -shift)
 
     def activation(self, x: np.ndarray) -> np.ndarray:
         """A forward tensor in the compute format; records the largest magnitude seen before rounding."""

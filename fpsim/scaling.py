@@ -30,6 +30,16 @@ def _positive(name: str, value: object, *, above_one: bool = False) -> float:
     return float(value)
 
 
+def fp32_scale(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """A loss scale as the fp32 the scaler keeps: it must round to a finite fp32, and to a nonzero one
+    unless it is a stored state that backed off to zero."""
+    scale = 0.0 if allow_zero and value == 0 else _positive(name, value)
+    stored = _fp32(scale)
+    if not math.isfinite(stored) or (stored == 0 and not allow_zero):
+        raise ValueError(f"{name}={value!r} rounds to {stored} in fp32; use a scale between 2^-149 and 2^127")
+    return stored
+
+
 def unscale(gradients: Sequence[np.ndarray], scale: float) -> tuple[list[np.ndarray], bool]:
     """Multiply fp32 gradients by the fp32-rounded reciprocal of the scale, in fp32, as GradScaler.unscale_ does.
 
@@ -41,7 +51,8 @@ def unscale(gradients: Sequence[np.ndarray], scale: float) -> tuple[list[np.ndar
     found_inf = False
     unscaled = []
     for gradient in gradients:
-        g = np.asarray(gradient, dtype=np.float32)
+        with np.errstate(over="ignore"):  # float64 gradients past fp32's range become inf: found_inf says so
+            g = np.asarray(gradient, dtype=np.float32)
         found_inf = found_inf or not bool(np.isfinite(g).all())
         with np.errstate(invalid="ignore", over="ignore"):  # inf·x and NaN propagate: they are what found_inf says
             unscaled.append((g * inverse).astype(np.float64))  # fp32 × fp32, rounded once: torch's kernel
@@ -55,7 +66,7 @@ class StaticLossScaler:
     scale: float = 2.0**10
 
     def __post_init__(self) -> None:
-        self.scale = _fp32(_positive("scale", self.scale))
+        self.scale = fp32_scale("scale", self.scale)
 
     def unscale(self, gradients: Sequence[np.ndarray]) -> tuple[list[np.ndarray], bool]:
         return unscale(gradients, self.scale)
@@ -67,7 +78,7 @@ class StaticLossScaler:
         return {"scale": self.scale}
 
     def load_state_dict(self, state: dict) -> None:
-        self.scale = _fp32(_positive("scale", state["scale"]))
+        self.scale = fp32_scale("scale", state["scale"])
 
 
 @dataclass
@@ -86,18 +97,21 @@ class DynamicLossScaler:
     hysteresis: int = 1
     scale: float = field(init=False)
     growth_tracker: int = field(init=False, default=0)
-    overflows_in_a_row: int = field(init=False, default=0)
+    hysteresis_left: int = field(init=False, default=1)
 
     def __post_init__(self) -> None:
-        _positive("init_scale", self.init_scale)
+        self._check_factors()
+        self.scale = fp32_scale("init_scale", self.init_scale)
+        self.hysteresis_left = self.hysteresis
+
+    def _check_factors(self) -> None:
         _positive("growth_factor", self.growth_factor, above_one=True)
         if not 0 < self.backoff_factor < 1:
             raise ValueError(f"backoff_factor must be between 0 and 1, got {self.backoff_factor}")
         for name in ("growth_interval", "hysteresis"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self.scale = _fp32(self.init_scale)
 
     def unscale(self, gradients: Sequence[np.ndarray]) -> tuple[list[np.ndarray], bool]:
         return unscale(gradients, self.scale)
@@ -105,19 +119,19 @@ class DynamicLossScaler:
     def update(self, found_inf: bool) -> None:
         """One step of the state machine (torch's _amp_update_scale_cpu_ kernel, plus this class's options)."""
         if found_inf:
-            self.overflows_in_a_row += 1
-            if self.overflows_in_a_row >= self.hysteresis:  # torch: hysteresis 1, back off at once
+            if self.hysteresis_left <= 1:  # torch (hysteresis 1): back off at once; DeepSpeed: once it is used up
                 self.scale = max(_fp32(self.scale * self.backoff_factor), self.min_scale)
-                self.overflows_in_a_row = 0
+            else:
+                self.hysteresis_left -= 1
             self.growth_tracker = 0
             return
-        self.overflows_in_a_row = 0
         successful = self.growth_tracker + 1
         if successful == self.growth_interval:
             grown = _fp32(self.scale * self.growth_factor)  # formed in float64, stored as fp32
             if math.isfinite(grown):  # near fp32's max the scale stops growing instead of becoming inf
                 self.scale = grown
             self.growth_tracker = 0
+            self.hysteresis_left = self.hysteresis  # DeepSpeed restores its hysteresis when the scale grows
         else:
             self.growth_tracker = successful
 
@@ -135,11 +149,14 @@ class DynamicLossScaler:
         missing = {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"} - set(state)
         if missing:
             raise ValueError(f"state is missing {', '.join(sorted(missing))}; pass a state_dict() of a scaler")
-        self.growth_factor = _positive("growth_factor", state["growth_factor"], above_one=True)
-        self.backoff_factor = float(state["backoff_factor"])
-        self.growth_interval = int(state["growth_interval"])
-        self.scale = _fp32(_positive("scale", state["scale"]))
-        self.growth_tracker = int(state["_growth_tracker"])
+        tracker = state["_growth_tracker"]
+        if isinstance(tracker, bool) or not isinstance(tracker, (int, np.integer)) or tracker < 0:
+            raise ValueError(f"_growth_tracker must be a non-negative int, got {tracker!r}")
+        self.growth_factor, self.backoff_factor = state["growth_factor"], state["backoff_factor"]
+        self.growth_interval = state["growth_interval"]
+        self._check_factors()
+        self.scale = fp32_scale("scale", state["scale"], allow_zero=True)  # a scale may back off to 0, as torch's
+        self.growth_tracker = int(tracker)
 
 
 def apex_scaler() -> DynamicLossScaler:
@@ -148,7 +165,8 @@ def apex_scaler() -> DynamicLossScaler:
 
 
 def hysteresis_scaler(hysteresis: int = 2, **options: float) -> DynamicLossScaler:
-    """DeepSpeed-style: back off only after `hysteresis` overflowing steps in a row."""
+    """DeepSpeed's rule: the first `hysteresis` - 1 overflows only use up the hysteresis; every overflow after
+    that backs off, until a growth of the scale restores it."""
     return DynamicLossScaler(hysteresis=hysteresis, **options)
 
 
@@ -163,6 +181,6 @@ SCALERS = {
     "static": "StaticLossScaler: a fixed scale",
     "dynamic": "DynamicLossScaler: torch.amp.GradScaler's state machine",
     "apex": "Apex: init 2^32, growth window 1000, floor 1",
-    "hysteresis": "back off after two overflows in a row (DeepSpeed)",
+    "hysteresis": "DeepSpeed's hysteresis: the first overflow is forgiven until the scale grows again",
     "naive": "grows after every clean step: oscillates",
 }

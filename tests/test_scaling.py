@@ -108,6 +108,8 @@ def test_state_dict_uses_torchs_keys_and_round_trips():
     other = DynamicLossScaler()
     other.load_state_dict(state)
     assert other.state_dict() == state
+    other.load_state_dict({**state, "scale": 0.0})  # a scale backed off to zero is a state torch loads too
+    assert other.scale == 0.0
     with pytest.raises(ValueError, match="missing"):
         other.load_state_dict({"scale": 2.0})
 
@@ -118,11 +120,12 @@ def test_variants():
     for _ in range(40):
         apex.update(True)
     assert apex.scale == 1.0  # floored
-    lazy = hysteresis_scaler(2, init_scale=64.0)
-    lazy.update(True)
-    assert lazy.scale == 64.0
-    lazy.update(True)
-    assert lazy.scale == 32.0
+    lazy = hysteresis_scaler(2, init_scale=64.0, growth_interval=2)
+    scales = []
+    for found_inf in (True, True, True, True, False, False, True, True):
+        lazy.update(found_inf)
+        scales.append(lazy.scale)
+    assert scales == [64.0, 32.0, 16.0, 8.0, 8.0, 16.0, 16.0, 8.0]  # growth restores the forgiven overflow
     naive = naive_scaler(init_scale=1.0)
     scales = []
     for _ in range(8):  # any scale above 8 overflows: the naive scaler keeps trying it
@@ -144,6 +147,16 @@ def test_variants():
         (lambda: DynamicLossScaler(growth_factor=1.0), "growth_factor must be a finite number > 1"),
         (lambda: DynamicLossScaler(backoff_factor=1.5), "backoff_factor must be between 0 and 1"),
         (lambda: DynamicLossScaler(growth_interval=0), "growth_interval must be a positive int"),
+        (lambda: StaticLossScaler(1e-50), "rounds to 0.0 in fp32"),
+        (lambda: DynamicLossScaler(init_scale=1e39), "rounds to inf in fp32"),
+        (
+            lambda: DynamicLossScaler().load_state_dict({**DynamicLossScaler().state_dict(), "backoff_factor": 7.0}),
+            "backoff_factor must be between 0 and 1",
+        ),
+        (
+            lambda: DynamicLossScaler().load_state_dict({**DynamicLossScaler().state_dict(), "_growth_tracker": -5}),
+            "_growth_tracker must be a non-negative int",
+        ),
     ],
 )
 def test_bad_arguments(make, message):

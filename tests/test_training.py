@@ -110,6 +110,8 @@ def test_fp8_policy_scales_each_tensor_into_range():
     x = np.array([1e-4, 3e-4, -2e-4])  # far below e4m3's smallest normal, 2^-6
     cast = p.cast(x, p.compute)
     assert np.all(cast != 0) and np.allclose(cast, x, rtol=2**-3)  # the per-tensor scale kept them
+    tiny = np.array([1e-310, -3e-310])  # max / amax overflows float64: the shift is taken from log2s
+    assert np.all(p.cast(tiny, p.compute) != 0)
 
 
 @pytest.mark.parametrize(
@@ -123,6 +125,11 @@ def test_fp8_policy_scales_each_tensor_into_range():
         (lambda: Config(scaler="magic").validate(), "scaler must be one of"),
         (lambda: Config(optimizer="lbfgs").validate(), "optimizer must be one of"),
         (lambda: Config(steps=0).validate(), "steps must be a positive int"),
+        (lambda: Config(seed=-1).validate(), "seed must be a non-negative int"),
+        (lambda: Config(seed=True).validate(), "seed must be a non-negative int"),
+        (lambda: Config(momentum="0.9").validate(), "momentum must be a number in"),
+        (lambda: Config(clip_norm="1").validate(), "clip_norm must be a finite number > 0"),
+        (lambda: Config(policy="amp", loss_scale=1e-50).validate(), "rounds to 0.0 in fp32"),
         (lambda: Config(batch_size=5000).validate() and run(Config(batch_size=5000)), "batch_size 5000 exceeds"),
         (lambda: Config.from_dict({"policy": "fp32", "epochs": 3}), "unknown config fields: epochs"),
         (lambda: scenario("melt"), "unknown scenario 'melt'"),
@@ -134,9 +141,35 @@ def test_bad_configs_fail_before_training(make, message):
         make()
 
 
-def test_nan_in_the_data_fails_before_training():
+def test_bad_data_fails_before_training():
     d = data.digits()
     x = d.x_train.copy()
     x[3, 5] = np.nan
     with pytest.raises(ValueError, match="NaN or inf"):
         run(Config(steps=1), dataset=data.Dataset("bad", x, d.y_train, d.x_test, d.y_test, 10))
+    for labels in (d.y_train + 10, d.y_train - 1, d.y_train.astype(float)):
+        with pytest.raises(ValueError, match="labels must be ints from 0 to n_classes - 1 = 9"):
+            run(Config(steps=1), dataset=data.Dataset("bad", d.x_train, labels, d.x_test, d.y_test, 10))
+    with pytest.raises(ValueError, match="non-empty test set"):
+        run(Config(steps=1), dataset=data.Dataset("bad", d.x_train, d.y_train, d.x_test[:, :5], d.y_test, 10))
+
+
+def test_custom_policies_survive_the_json_round_trip_of_a_config():
+    import json
+
+    mine = Policy("fp16-master32", "fp16", "fp32", "fp16", "fp16", scaler="dynamic")
+    config = Config(policy=mine, steps=5)
+    again = Config.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert run(again).loss == run(config).loss
+
+
+def test_amp_keeps_norm_parameters_and_their_gradients_in_fp32():
+    import fpsim
+
+    history = run(Config(policy="amp", steps=5))
+    assert history.policy["reductions"] == "fp32"
+    from fpsim.train import _compute_weights
+
+    p = Precision(get_policy("amp"))
+    weights = _compute_weights({"gamma0": np.full(3, 1 + 2.0**-20), "W0": np.full(3, 1 + 2.0**-20)}, p)
+    assert weights["gamma0"][0] == 1 + 2.0**-20 and weights["W0"][0] == float(fpsim.round(1 + 2.0**-20, "fp16"))
