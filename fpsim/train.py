@@ -185,8 +185,8 @@ def save_results(histories: list[History], path: str | os.PathLike) -> None:
 def load_results(path: str | os.PathLike) -> list[History]:
     with open(path) as file:
         content = json.load(file)
-    if not isinstance(content, dict) or "runs" not in content:
-        raise ValueError(f"{path} is not an fpsim results file (no 'runs' list)")
+    if not isinstance(content, dict) or not content.get("runs"):
+        raise ValueError(f"{path} is not an fpsim results file with runs (no 'runs' list, or an empty one)")
     return [History(**run) for run in content["runs"]]
 
 

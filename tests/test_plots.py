@@ -1,5 +1,7 @@
 """Figures on the Agg backend: each is created, its geometry is right, its numbers match the codec's."""
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -49,6 +51,27 @@ def test_gradient_bands_equal_the_codecs_flag_counts():
         assert sum(bands.values()) == pytest.approx(1.0)
 
 
+FORMATS_WITH_EDGES = [
+    "fp16", "bf16", "e4m3", "e5m2", "fp4", "e2m3", "e3m2",
+    fpsim.Format("fp16_ftz", 5, 10, subnormals=False),
+    fpsim.Format("e4m3_ftz", 4, 3, has_inf=False, nan="all_ones", subnormals=False),
+    fpsim.Format("e2m0", 2, 0, has_inf=False, nan="none"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", FORMATS_WITH_EDGES, ids=str)
+def test_gradient_bands_at_every_threshold_and_tie(fmt):
+    fmt = fpsim.get_format(fmt)
+    values = fpsim.decode(np.arange(fmt.max_code + 1), fmt)
+    ties = np.append(values[1:] / 2 + values[:-1] / 2, fmt.max + fmt.ulp(fmt.max) / 2)  # every midpoint, past max too
+    x = np.concatenate([ties, np.nextafter(ties, 0), np.nextafter(ties, np.inf)])
+    x = np.concatenate([x, -x, [0.75 * fmt.smallest_normal, 0.0]])
+    bands = plots.gradient_bands(x, fmt)
+    _, flags = fpsim.round(x, fmt, overflow=None if fmt.has_inf else "saturate", flags=True)
+    counts = {name: round(bands[name] * x.size) for name in ("flush", "subnormal", "overflow")}
+    assert counts == {"flush": flags.flushed_to_zero, "subnormal": flags.subnormal, "overflow": flags.overflow}
+
+
 def test_gradient_histogram_has_a_scaled_panel():
     g = np.random.default_rng(0).normal(0, 1e-6, 5000)
     _, axes = plots.gradient_histogram(g, "fp16", scale=1024)
@@ -68,6 +91,7 @@ def test_gradient_histogram_has_a_scaled_panel():
         (lambda: plots.rounding_error("fp16", modes=["sideways"]), "modes must be"),
         (lambda: plots.rounding_error("fp16", low=2.0, high=1.0), "high must be greater than low"),
         (lambda: plots.loss_curves([]), "histories must be one or more History"),
+        (lambda: plots.number_line("e4m3", ax=plots.range_diagram()[1]), "ax must be a pair of Axes"),
     ],
 )
 def test_bad_input(call, message):
@@ -75,11 +99,17 @@ def test_bad_input(call, message):
         call()
 
 
+def test_precision_diagram_spans_fp64_without_overflow():
+    figure, ax = plots.precision_diagram(["fp64", "fp32"])
+    assert ax.lines[0].get_xdata().max() == np.log2(fpsim.FP64.max) and ax.lines[0].get_xdata().min() == -1074
+    figure.savefig(io.BytesIO(), format="png")  # drawing raises no overflow warning
+
+
 def test_precision_bits_and_rounding_figures():
     _, ax = plots.precision_diagram(["fp16", "bf16"])
     fp16 = ax.lines[0]
-    relative = fp16.get_ydata()
-    assert relative.max() == 1.0 and relative[fp16.get_xdata() >= 2.0**-14].max() == 2.0**-10  # eps at binade starts
+    relative = fp16.get_ydata()  # log2 of ulp/x
+    assert relative.max() == 0.0 and relative[fp16.get_xdata() >= -14].max() == -10  # eps at each binade start
     _, ax = plots.bit_layout(0.1, "fp16")
     colours = [p.get_gid() for p in ax.patches]
     assert colours == ["sign"] + ["exponent"] * 5 + ["mantissa"] * 10
@@ -101,6 +131,8 @@ def test_training_figures_read_histories():
 
 def test_styles_are_stable_per_format_and_policy():
     assert style("fp16") == style("half") != style("bf16")
+    looks = [tuple(map(str, style(f).values())) for f in fpsim.PRESETS]
+    assert len(set(looks)) == len(looks)  # every preset has a look of its own
     assert policy_style("amp") == policy_style("amp") != policy_style("fp16")
 
 
@@ -127,10 +159,13 @@ def test_cli_histogram_and_training_from_a_results_file(tmp_path, capsys):
         (["plot", "range", "-o", "/nonexistent/folder/x.png"], "not a writable folder"),
         (["plot", "range", "-o", "x.gif"], "-o must end in .png, .svg or .pdf"),
         (["plot", "histogram", "--from", "/nonexistent.json"], "no such file"),
+        (["plot", "histogram", "--from", "EMPTY"], "not an fpsim results file with runs"),
     ],
 )
-def test_cli_bad_input(capsys, argv, message):
-    assert main(argv) == 2
+def test_cli_bad_input(capsys, tmp_path, argv, message):
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"runs": []}')
+    assert main([str(empty) if arg == "EMPTY" else arg for arg in argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
 

@@ -16,7 +16,7 @@ from fpsim.codec import decode
 from fpsim.codec import round as round_to
 from fpsim.explanation import explain
 from fpsim.formats import Format, get_format
-from fpsim.plots.style import FIELD_COLORS, REGION_COLORS, hatch, style
+from fpsim.plots.style import FIELD_COLORS, LINESTYLES, PALETTE, REGION_COLORS, hatch, style
 from fpsim.rounding import ROUNDING_MODES
 
 MAX_NUMBER_LINE_BITS = 10  # 512 non-negative codes: beyond that the points merge into a smear
@@ -42,6 +42,14 @@ def _power(value: float) -> str:
     return f"2^{int(exponent)}" if exponent == int(exponent) else f"{value:.6g}"
 
 
+def _exact_max(fmt: Format) -> str:
+    """max exactly: as an integer when short, else as (2 − k·2^-nmant)·2^emax."""
+    if fmt.max < 1e6:
+        return f"{fmt.max:g}"
+    k = round((2 - fmt.max / 2.0**fmt.emax) * 2**fmt.nmant)  # max = (2 - k·2^-nmant)·2^emax, k = 1 or 2
+    return f"(2−{'' if k == 1 else f'{k}·'}2^-{fmt.nmant})·2^{fmt.emax}"
+
+
 def range_diagram(formats: Sequence[Format | str] = ("fp32", "fp16", "bf16", "fp8_e4m3"), ax: Axes | None = None):
     """One bar per format on a log2 axis: subnormal, normal and overflow regions, with the key values marked."""
     fmts = formats_list(formats)
@@ -64,11 +72,14 @@ def range_diagram(formats: Sequence[Format | str] = ("fp32", "fp16", "bf16", "fp
         for i, (name, value) in enumerate(marks.items()):
             x = np.log2(value)
             ax.plot([x], [y], marker="|", markersize=18, color="black")
-            text = _power(value) if name != "max" else f"{fmt.max:.6g}"
+            text = _power(value) if name != "max" else _exact_max(fmt)
             ax.annotate(text, (x, y), xytext=(0, 13 if i % 2 else -17), textcoords="offset points", ha="center",
                         fontsize=7)  # fmt: skip
     ax.set_yticks(range(len(fmts)), [f.name for f in reversed(fmts)])
-    ax.set_xlim(left, right)
+    ax.set_xlim(left, right + 0.15 * (right - left))  # room for the max labels
+    key = [Rectangle((0, 0), 1, 1, color=REGION_COLORS[r], alpha=a) for r, a in
+           (("subnormal", 0.45), ("normal", 0.85), ("overflow", 0.12))]  # fmt: skip
+    ax.legend(key, ["subnormal", "normal", "overflow"], loc="lower right", fontsize=8)
     ax.set_xlabel("log2 |x|   (bars: subnormal, normal, overflow; ticks: least subnormal, least normal, 1, max)")
     decades = ax.secondary_xaxis("top", functions=(lambda v: v * np.log10(2), lambda v: v / np.log10(2)))
     decades.set_xlabel("log10 |x|")
@@ -82,23 +93,26 @@ def precision_diagram(
     absolute: bool = False,
     points: int = 4000,
 ):
-    """ulp(x)/x (or ulp(x) with absolute=True) against |x| on log axes: the saw-tooth of precision."""
+    """log2 of ulp(x)/x (or of ulp(x) with absolute=True) against log2|x|: the saw-tooth of precision.
+
+    Drawn in log2 units on linear axes, like range_diagram: matplotlib's log scale overflows near fp64's max.
+    """
     fmts = formats_list(formats)
     figure, ax = axes(ax, (9, 5))
     for fmt in fmts:
-        x = np.clip(np.geomspace(fmt.smallest_subnormal, fmt.max, points), fmt.smallest_subnormal, fmt.max)
+        with np.errstate(over="ignore"):  # fp64's top exponent rounds past max: clipped back just below
+            spread = np.exp2(np.linspace(np.log2(fmt.smallest_subnormal), np.log2(fmt.max), points))
+        x = np.clip(spread, fmt.smallest_subnormal, fmt.max)
         edges = np.ldexp(1.0, np.arange(fmt.emin - fmt.nmant, fmt.emax + 1))  # each binade's start: the teeth
         x = np.unique(np.concatenate([x, edges, np.nextafter(edges, 0)]))
         x = x[x >= fmt.smallest_subnormal]  # below it lies only zero
         spacing = fmt.ulp(x)
-        ax.plot(x, spacing if absolute else spacing / x, label=fmt.name, **style(fmt))
+        ax.plot(np.log2(x), np.log2(spacing if absolute else spacing / x), label=fmt.name, **style(fmt))
         if not absolute:
-            ax.axhline(fmt.eps, linewidth=0.6, **{**style(fmt), "linestyle": ":"})
-            ax.annotate(f"eps {_power(fmt.eps)}", (fmt.max, fmt.eps), fontsize=7, ha="right", va="bottom")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log", base=2)
-    ax.set_xlabel("|x|")
-    ax.set_ylabel("ulp(x)" if absolute else "ulp(x) / |x|  (relative spacing)")
+            ax.axhline(-fmt.nmant, linewidth=0.6, **{**style(fmt), "linestyle": ":"})
+            ax.annotate(f"eps {_power(fmt.eps)}", (np.log2(fmt.max), -fmt.nmant), fontsize=7, ha="right", va="bottom")
+    ax.set_xlabel("log2 |x|")
+    ax.set_ylabel("log2 ulp(x)" if absolute else "log2 (ulp(x) / |x|)   (relative spacing)")
     ax.set_title("Spacing of representable values" + (" (absolute)" if absolute else ": flat teeth, then subnormals"))
     ax.legend()
     return figure, ax
@@ -116,6 +130,8 @@ def number_line(fmt: Format | str, ax: Sequence[Axes] | None = None):
     if ax is None:
         figure = Figure(figsize=(10, 3.6), layout="constrained")
         linear, logarithmic = figure.subplots(2, 1)
+    elif isinstance(ax, Axes) or len(ax) != 2:
+        raise ValueError("ax must be a pair of Axes (linear, log) for number_line")
     else:
         linear, logarithmic = ax
         figure = linear.figure
@@ -149,13 +165,16 @@ def bit_layout(value: float, fmt: Format | str, rounding: str = "nearest_even", 
         if bits:
             ax.text(position - len(bits) / 2, 1.25, field_name, ha="center", fontsize=9)
     significand = "0." if e.category == "subnormal" else "1."
-    meaning = (
-        f"{e.category}: (-1)^{e.bit_fields['sign']} × 2^{e.exponent} × {significand}{e.bit_fields['mantissa'] or '0'}₂"
-        if e.exponent is not None
-        else e.category
-    )
-    ax.text(0, -0.45, f"{meaning} = {e.exact_value if len(e.exact_value) < 40 else float(e.value)!r}", fontsize=9)
-    ax.text(0, -0.85, f"input {value!r}, error {float(e.abs_error):+.3g}, {e.rounding}", fontsize=8, color="#555555")
+    if e.category in ("subnormal", "normal"):
+        digits = f"{significand}{e.bit_fields['mantissa'] or '0'}₂"
+        meaning = f"{e.category}: (-1)^{e.bit_fields['sign']} × 2^{e.exponent} × {digits}"
+    else:
+        meaning = f"{e.category} (sign {e.bit_fields['sign']})"
+    raised = ", ".join(n for n, c in e.flags.as_dict().items() if c and n != "total") or "exact"
+    stored = e.exact_value if len(e.exact_value) < 40 else repr(float(e.value))
+    ax.text(0, -0.45, f"{meaning} = {stored}", fontsize=9)
+    ax.text(0, -0.85, f"input {value!r}, hex 0x{e.code:0{(fmt.bits + 3) // 4}x}, error {float(e.abs_error):+.3g}, "
+            f"{e.rounding}: {raised}", fontsize=8, color="#555555")  # fmt: skip
     ax.set_xlim(-0.2, fmt.bits + 0.2)
     ax.set_ylim(-1.1, 1.6)
     ax.set_axis_off()
@@ -188,7 +207,7 @@ def rounding_error(
     x = np.linspace(low, high, samples)
     figure, ax = axes(ax, (9, 4.5))
     for i, mode in enumerate(modes):
-        look = {"color": f"C{i}", "linestyle": ("-", "--", "-.", ":", "-")[i % 5]}
+        look = {"color": PALETTE[i % len(PALETTE)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
         if mode == "stochastic":
             rng = np.random.default_rng(seed)
             errors = np.stack([round_to(x, fmt, mode, rng=rng) - x for _ in range(draws)]) / unit

@@ -29,19 +29,25 @@ def _gradient_values(values: object) -> np.ndarray:
 
 def gradient_bands(values: object, fmt: Format | str) -> dict[str, float]:
     """Fractions of the finite values that round (to nearest, ties to even) to zero, a subnormal, a normal
-    value, or past max, from the format's thresholds: half the least subnormal, the midpoint below the
-    least normal, and the midpoint past max."""
+    value, or past max, from the format's exact thresholds (ties settled by the even neighbour):
+
+    - with subnormals: flushed up to half the least subnormal, subnormal below the midpoint under the least
+      normal; flush-to-zero formats flush whatever stays below the least normal when rounded to p bits;
+    - past max: beyond the midpoint above max, or on it when max's last bit is odd (the tie goes up).
+    """
     (fmt,) = formats_list([fmt])
     magnitude = np.abs(_gradient_values(values))
     nonzero = magnitude[magnitude > 0]
-    half_least = fmt.smallest_subnormal / 2  # ties go to the even code: zero
-    below_normal = fmt.smallest_normal - half_least  # ties go to the smallest normal (even mantissa)
-    past_max = fmt.max + fmt.ulp(fmt.max) / 2  # ties go past max
-    if not fmt.subnormals or fmt.nmant == 0:
-        below_normal = half_least = fmt.smallest_normal / 2
-    flush = np.count_nonzero(nonzero <= half_least)
-    subnormal = np.count_nonzero((nonzero > half_least) & (nonzero < below_normal))
-    overflow = np.count_nonzero(nonzero >= past_max)
+    if fmt.subnormals:
+        half_least = fmt.smallest_subnormal / 2  # a tie goes to the even code: zero
+        flushed = nonzero <= half_least
+        subnormal = (nonzero > half_least) & (nonzero < fmt.smallest_normal - half_least)  # a tie goes up
+    else:  # tiny after rounding is flushed; a tie rounds up to the (even) least normal
+        flushed = nonzero < fmt.smallest_normal - fmt.smallest_normal * 2.0 ** -(fmt.precision + 1)
+        subnormal = np.zeros_like(flushed)
+    past_max = fmt.max + fmt.ulp(fmt.max) / 2
+    beyond = (nonzero >= past_max) if fmt.max_code % 2 else (nonzero > past_max)  # odd last bit: the tie overflows
+    flush, subnormal, overflow = (int(np.count_nonzero(mask)) for mask in (flushed, subnormal, beyond))
     n = magnitude.size
     return {
         "zero": (magnitude.size - nonzero.size) / n,
@@ -85,13 +91,20 @@ def gradient_histogram(
 def _shade(axis, fmt: Format, bands: dict[str, float], row: int, logs: np.ndarray) -> None:
     least, normal = np.log2(fmt.smallest_subnormal), float(fmt.emin)
     left = min(logs.min(), least) - 1
-    spans = {"flush": (left, least - 1), "subnormal": (least - 1, normal), "normal": (normal, np.log2(fmt.max))}
+    has_subnormals = fmt.subnormals and fmt.nmant > 0
+    edge = least - 1 if has_subnormals else normal - 1
+    spans = {"flush": (left, edge), "subnormal": (edge, normal) if has_subnormals else (0, 0),
+             "normal": (normal, np.log2(fmt.max))}  # fmt: skip
+    patterns = {"flush": "//", "subnormal": "..", "normal": ""}  # hatching tells the bands apart in greyscale
     for region, (start, stop) in spans.items():
         if stop > start:
-            axis.axvspan(start, stop, color=REGION_COLORS[region], alpha=0.12, gid=f"{fmt.name}:{region}")
+            axis.axvspan(start, stop, facecolor=REGION_COLORS[region], alpha=0.15, hatch=patterns[region],
+                         edgecolor=REGION_COLORS[region], linewidth=0, gid=f"{fmt.name}:{region}")  # fmt: skip
     axis.axvline(least - 1, **style(fmt), linewidth=1)
     axis.axvline(normal, **style(fmt), linewidth=1)
     text = f"{fmt.name}: flushed {bands['flush']:.1%}, subnormal {bands['subnormal']:.1%}, normal {bands['normal']:.1%}"
-    if bands["overflow"]:
-        text += f", overflow {bands['overflow']:.1%}"
-    axis.text(0.01, 0.95 - 0.09 * row, text, transform=axis.transAxes, fontsize=8, va="top", color=style(fmt)["color"])
+    for extra in ("overflow", "zero"):  # exact zeros have no log2 and are not drawn: say how many
+        if bands[extra]:
+            text += f", {extra} {bands[extra]:.1%}"
+    axis.text(0.01, 0.95 - 0.09 * row, text, transform=axis.transAxes, fontsize=8, va="top", color=style(fmt)["color"],
+              bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})  # fmt: skip

@@ -11,9 +11,12 @@ from fpsim.formats import Format, get_format
 
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies; line styles and hatches carry the
 # same distinction in greyscale print.
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442", "#999999")
-LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), (0, (5, 5)), (0, (3, 5, 1, 5)))
-HATCHES = ("", "//", "\\\\", "xx", "..", "++", "oo", "--", "||")
+# Okabe–Ito without its pale yellow, plus Tol's wine and teal: ten colours for the ten presets.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#882255", "#999999",
+           "#44AA99")  # fmt: skip
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)), (0, (5, 5)), (0, (3, 5, 1, 5)),
+              (0, (8, 2, 2, 2)))  # fmt: skip
+HATCHES = ("", "//", "\\\\", "xx", "..", "++", "oo", "--", "||", "**")
 _PRESET_ORDER = ("fp64", "fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "tf32", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1")
 FIELD_COLORS = {"sign": "#CC79A7", "exponent": "#0072B2", "mantissa": "#E69F00"}  # as in explain's HTML view
 REGION_COLORS = {"flush": "#D55E00", "subnormal": "#E69F00", "normal": "#009E73", "overflow": "#000000"}

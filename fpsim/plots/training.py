@@ -21,8 +21,10 @@ def _histories(histories: History | Sequence[History]) -> list[History]:
     runs = [histories] if isinstance(histories, History) else list(histories)
     if not runs or not all(isinstance(h, History) for h in runs):
         raise ValueError("histories must be one or more History records (fpsim.train.run or load_results)")
-    if any(not h.loss for h in runs):
-        raise ValueError("a History without steps has nothing to draw")
+    for h in runs:
+        lengths = {len(getattr(h, name)) for name in ("loss", "scale", "skipped", "flushed")}
+        if lengths != {len(h.loss)} or not h.loss:
+            raise ValueError(f"History of {h.policy.get('name', '?')} is empty or its per-step lists differ in length")
     return runs
 
 
