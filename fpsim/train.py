@@ -138,7 +138,6 @@ class History:
     eval_steps: list[int] = field(default_factory=list)
     test_accuracy: list[float] = field(default_factory=list)
     gradient_sample: list[float] = field(default_factory=list)
-    gradient_sample_scale: float = 1.0
     seconds: float = 0.0
 
     @property
@@ -160,10 +159,6 @@ class History:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> History:
-        return cls(**json.loads(text))
 
 
 def save_results(histories: list[History], path: str | os.PathLike) -> None:
@@ -282,6 +277,7 @@ def run(config: Config, *, dataset: datasets.Dataset | None = None, progress_eve
         if progress_every and (step + 1) % progress_every == 0:
             print(f"[{policy.name}] step {step + 1}/{config.steps} loss {history.loss[-1]:.4g} "
                   f"scale {history.scale[-1]:g}", file=stream or sys.stderr)  # fmt: skip
+    history.gradient_sample = _gradient_sample(p, history.scale[-1])  # p still holds the last step's gradients
     history.seconds = time.perf_counter() - start
     return history
 
@@ -328,7 +324,10 @@ def _step(model, master, optimizer, scaler, p: Precision, config: Config, x, y, 
     history.subnormal.append(flags.fraction("subnormal"))
     history.lost_updates.append(lost)
     history.max_activation.append(p.max_activation)
+
+
+def _gradient_sample(p: Precision, scale: float) -> list[float]:
+    """Every k-th gradient value the last step's casts received (deterministic), divided by its loss scale."""
     seen = np.concatenate([g.reshape(-1) for g in p.gradients_seen])
-    stride = max(1, seen.size // GRADIENT_SAMPLE)  # every k-th value of the last step: deterministic
-    history.gradient_sample = (seen[::stride][:GRADIENT_SAMPLE] / scale).tolist()  # as the unscaled run sees them
-    history.gradient_sample_scale = scale
+    stride = max(1, seen.size // GRADIENT_SAMPLE)
+    return (seen[::stride][:GRADIENT_SAMPLE] / scale).tolist()
