@@ -7,26 +7,37 @@ as in torch, since the forward pass ran).
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 import math
 import numbers
 import os
-import sys
-import tempfile
+import stat
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import IO
 
 import numpy as np
 
 from fpsim import data as datasets
+from fpsim._files import atomic_write
 from fpsim.formats import FP32, get_format
-from fpsim.nn import MLP
+from fpsim.nn import ACTIVATIONS, MLP, NORMS
 from fpsim.policies import Policy, Precision, get_policy
 from fpsim.scaling import DynamicLossScaler, StaticLossScaler, apex_scaler, hysteresis_scaler, naive_scaler
 
 OPTIMIZERS = ("sgd", "adam")
 GRADIENT_SAMPLE = 4096  # gradient values kept from the last step, for `fpsim plot histogram --from`
 DATASETS = ("digits", "teacher")
+_DATA_SHAPES = {"digits": (64, 10, 1348), "teacher": (32, 10, 1500)}  # features, classes, training examples
+MAX_STEPS = 1_000_000  # a History keeps every step (about 250 bytes each in memory, 150 in JSON)
+MAX_TRAINING_BYTES = 4 * 2**30  # the simulator's estimated peak memory, refused above this
+MAX_TRAINING_SECONDS = 7 * 86400  # an estimated run time above a week is refused
+_BYTES_PER_PARAMETER = 128  # float64 copies per weight (master, compute cast, gradients, state): measured ~100
+_SECONDS_PER_STEP = 2e-3  # a step's fixed cost on one core, measured with the 64-unit digits MLP
+_SECONDS_PER_MAC = 3e-9  # and per batch example per weight, measured with 2048-unit layers
 
 
 @dataclass
@@ -66,14 +77,65 @@ class Config:
             raise ValueError(f"momentum must be a number in [0, 1), got {self.momentum!r}")
         for name in ("batch_size", "steps", "eval_every"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not _is_positive_int(value):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if self.clip_norm is not None and (not _is_number(self.clip_norm) or not self.clip_norm > 0):
             raise ValueError(f"clip_norm must be a finite number > 0 or None, got {self.clip_norm!r}")
+        self._validate_model()
+        self._validate_size()
         overrides = {k: v for k, v in (("scaler", self.scaler), ("loss_scale", self.loss_scale)) if v is not None}
         return replace(policy, **overrides)  # the policy re-validates the scaler name and the scale
+
+    def _validate_model(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {self.norm!r}")
+        if not isinstance(self.hidden, list | tuple) or not all(_is_positive_int(n) for n in self.hidden):
+            raise ValueError(f"hidden must be a list of positive ints (units per hidden layer), got {self.hidden!r}")
+
+    def _validate_size(self) -> None:
+        """Refuse, with the estimate, a run too large to finish: checked before any memory is taken."""
+        if self.steps > MAX_STEPS:
+            raise ValueError(
+                f"steps={self.steps} is too many: it would take about {_duration(self.steps * self.seconds_per_step())}"
+                f" and keep {_size(250 * self.steps)} of history; use at most {MAX_STEPS:,}"
+            )
+        examples = _DATA_SHAPES[self.data][2]
+        if self.batch_size > examples:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {examples} training examples of {self.data}")
+        if self.memory_bytes() > MAX_TRAINING_BYTES:
+            raise ValueError(
+                f"hidden={self.hidden} gives {self.parameter_count():,} parameters, about "
+                f"{_size(self.memory_bytes())} of memory to train; the simulator allows {_size(MAX_TRAINING_BYTES)}:"
+                " use smaller hidden layers"
+            )
+        seconds = self.steps * self.seconds_per_step()
+        if seconds > MAX_TRAINING_SECONDS:
+            raise ValueError(
+                f"this run would take about {_duration(seconds)} ({self.steps:,} steps of about "
+                f"{_duration(self.seconds_per_step())}); the limit is {_duration(MAX_TRAINING_SECONDS)}:"
+                " use fewer steps, a smaller batch or smaller hidden layers"
+            )
+
+    def parameter_count(self) -> int:
+        """Weights, biases and norm parameters of the config's MLP on its named data set."""
+        features, classes, _ = _DATA_SHAPES[self.data]
+        sizes = [features, *self.hidden, classes]
+        norms = 2 * sum(self.hidden) if self.norm != "none" else 0
+        return sum(fan_in * fan_out + fan_out for fan_in, fan_out in itertools.pairwise(sizes)) + norms
+
+    def memory_bytes(self) -> int:
+        """Estimated peak memory of a run: float64 copies of every weight, and of every activation of a batch."""
+        features, classes, _ = _DATA_SHAPES[self.data]
+        activations = 8 * 8 * max(self.batch_size, 500) * (features + sum(self.hidden) + classes)  # or the test set
+        return _BYTES_PER_PARAMETER * self.parameter_count() + activations
+
+    def seconds_per_step(self) -> float:
+        """Estimated time of one training step on one core (about; the machine and policy change it)."""
+        return _SECONDS_PER_STEP + _SECONDS_PER_MAC * self.batch_size * self.parameter_count()
 
     def to_dict(self) -> dict:
         return asdict(self)  # a custom Policy becomes a dict, which get_policy accepts back
@@ -87,12 +149,30 @@ class Config:
         return cls(**values)
 
 
-# Each scenario's settings were chosen from measured runs (README, "Mixed precision training"); the
-# comment beside each gives the effect those measurements showed, which the tests check on fewer steps.
 def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _duration(seconds: float) -> str:
+    for unit, length in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= length:
+            return f"{seconds / length:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _size(n_bytes: float) -> str:
+    for unit, length in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n_bytes >= length:
+            return f"{n_bytes / length:.3g} {unit}"
+    return f"{n_bytes / 1e3:.3g} kB"
+
+
+# Each scenario's settings were chosen from measured runs (README, "Mixed precision training"); the
+# comment beside each gives the effect those measurements showed, which the tests check on fewer steps.
 SCENARIOS: dict[str, tuple[str, dict]] = {
     "baseline": ("the digits MLP as it is: every policy trains", {}),
     "underflow": (
@@ -161,28 +241,98 @@ class History:
         return json.dumps(asdict(self))
 
 
+RESULTS_SUFFIXES = (".json",)
+CSV_SUFFIXES = (".csv",)
+_STEP_FIELDS = ("loss", "scale", "skipped", "flushed", "subnormal", "lost_updates", "max_activation")
+_EVAL_FIELDS = ("eval_steps", "test_accuracy")
+
+
 def save_results(histories: list[History], path: str | os.PathLike) -> None:
-    """Write runs to one JSON file atomically: a temporary file in the same folder, then a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".fpsim-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump({"runs": [asdict(h) for h in histories]}, file)  # NaN and inf as Python's JSON writes them
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp made it private; results are ordinary files
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    """Write runs to one JSON file, atomically (fpsim._files): a crash or a full disk leaves the old file."""
+
+    def write(file: IO[str]) -> None:
+        json.dump({"runs": [asdict(h) for h in histories]}, file)  # NaN and inf as Python's JSON writes them
+
+    atomic_write(path, write, suffixes=RESULTS_SUFFIXES, argument="results path")
+
+
+def save_csv(histories: list[History], path: str | os.PathLike) -> None:
+    """Write runs as CSV, one row per run per step; test accuracy only on the steps that evaluated it."""
+
+    def write(file: IO[str]) -> None:
+        rows = csv.writer(file, lineterminator="\n")
+        rows.writerow(["run", "policy", "step", *_STEP_FIELDS, "test_accuracy"])
+        for number, history in enumerate(histories, start=1):
+            accuracy = dict(zip(history.eval_steps, history.test_accuracy))
+            columns = [getattr(history, name) for name in _STEP_FIELDS]
+            for step, values in enumerate(zip(*columns), start=1):
+                cells = [int(v) if isinstance(v, bool) else v for v in values]  # skipped as 0/1
+                rows.writerow([number, history.policy["name"], step, *cells, accuracy.get(step, "")])
+
+    atomic_write(path, write, suffixes=CSV_SUFFIXES, argument="CSV path")
 
 
 def load_results(path: str | os.PathLike) -> list[History]:
-    with open(path) as file:
-        content = json.load(file)
-    if not isinstance(content, dict) or not content.get("runs"):
-        raise ValueError(f"{path} is not an fpsim results file with runs (no 'runs' list, or an empty one)")
-    return [History(**run) for run in content["runs"]]
+    """The runs of a results file of `save_results`; `ValueError` naming the file and the problem otherwise."""
+    content = _read_json(path)
+    runs = content.get("runs") if isinstance(content, dict) else None
+    if not isinstance(runs, list) or not runs:
+        raise _bad_results(path, "it has no 'runs' list with at least one run")
+    return [_history(run, path, number) for number, run in enumerate(runs, start=1)]
+
+
+def _bad_results(path: str | os.PathLike, problem: str) -> ValueError:
+    return ValueError(f"results file {os.fspath(path)!r}: {problem}; write one with `fpsim train --out FILE.json`")
+
+
+def _read_json(path: str | os.PathLike) -> object:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise _bad_results(path, "no such file") from None
+    except OSError as err:
+        raise _bad_results(path, f"cannot read it ({err.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise _bad_results(path, "it is a folder, not a file")
+    if not stat.S_ISREG(mode):  # reading a FIFO or a device would block or never end
+        raise _bad_results(path, "it is not a regular file (a device, FIFO or socket)")
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except UnicodeDecodeError:
+        raise _bad_results(path, "it is not text (binary content)") from None
+    except json.JSONDecodeError as err:
+        raise _bad_results(path, f"it is not JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    except OSError as err:
+        raise _bad_results(path, f"cannot read it ({err.strerror})") from None
+
+
+def _history(run: object, path: str | os.PathLike, number: int) -> History:
+    """One run of a results file, checked field by field so that plots and tables can trust it."""
+    if not isinstance(run, dict):
+        raise _bad_results(path, f"run {number} is not an object of History fields")
+    known = {f.name for f in fields(History)}
+    missing, unknown = {"config", "policy", *_STEP_FIELDS} - set(run), set(run) - known
+    if missing or unknown:
+        problem = (
+            f"lacks {', '.join(sorted(missing))}" if missing else f"has unknown fields {', '.join(sorted(unknown))}"
+        )
+        raise _bad_results(path, f"run {number} {problem}")
+    if not isinstance(run["config"], dict) or not isinstance(run["policy"], dict):
+        raise _bad_results(path, f"run {number}: config and policy must be objects")
+    if not isinstance(run["policy"].get("name"), str):
+        raise _bad_results(path, f"run {number}: the policy has no name")
+    for name in set(run) & {*_STEP_FIELDS, *_EVAL_FIELDS, "gradient_sample"}:
+        if not isinstance(run[name], list) or not all(isinstance(v, numbers.Real) for v in run[name]):
+            raise _bad_results(path, f"run {number}: {name} must be a list of numbers")
+    for name in set(run) & {"activation_format_max", "seconds"}:
+        if not isinstance(run[name], numbers.Real):
+            raise _bad_results(path, f"run {number}: {name} must be a number")
+    for group in (_STEP_FIELDS, _EVAL_FIELDS):
+        lengths = {name: len(run.get(name, [])) for name in group}
+        if len(set(lengths.values())) > 1:
+            raise _bad_results(path, f"run {number}: {', '.join(group)} must have one entry per step each")
+    return History(**run)
 
 
 def _make_scaler(policy: Policy):
@@ -249,8 +399,10 @@ def _accuracy(model: MLP, weights: dict, x: np.ndarray, y: np.ndarray, p: Precis
     return float(np.mean(np.argmax(np.nan_to_num(logits, nan=-np.inf), axis=1) == y))
 
 
-def run(config: Config, *, dataset: datasets.Dataset | None = None, progress_every: int = 0, stream=None) -> History:
-    """Train the MLP of `config` under its policy; print a line every `progress_every` steps (0: quiet).
+def run(
+    config: Config, *, dataset: datasets.Dataset | None = None, on_step: Callable[[History], None] | None = None
+) -> History:
+    """Train the MLP of `config` under its policy; call `on_step(history)` after every step (progress).
 
     `dataset` replaces the config's named data set (its name is then only a label).
     """
@@ -274,9 +426,8 @@ def run(config: Config, *, dataset: datasets.Dataset | None = None, progress_eve
             weights = _compute_weights(master, p)
             history.eval_steps.append(step + 1)
             history.test_accuracy.append(_accuracy(model, weights, dataset.x_test, dataset.y_test, p))
-        if progress_every and (step + 1) % progress_every == 0:
-            print(f"[{policy.name}] step {step + 1}/{config.steps} loss {history.loss[-1]:.4g} "
-                  f"scale {history.scale[-1]:g}", file=stream or sys.stderr)  # fmt: skip
+        if on_step:
+            on_step(history)
     history.gradient_sample = _gradient_sample(p, history.scale[-1])  # p still holds the last step's gradients
     history.seconds = time.perf_counter() - start
     return history

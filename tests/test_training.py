@@ -1,15 +1,20 @@
 """Training under precision policies: determinism, nothing lost on overflow, each scenario's effect on fewer
 steps, results files, and configs that fail before training starts."""
 
-import io
+import csv
+import json
 import math
+import os
+import re
 
 import numpy as np
 import pytest
 
+import fpsim.train as train
 from fpsim import data
+from fpsim.nn import MLP
 from fpsim.policies import POLICIES, Policy, Precision, get_policy
-from fpsim.train import SCENARIOS, Config, History, load_results, run, save_results, scenario
+from fpsim.train import SCENARIOS, Config, History, load_results, run, save_csv, save_results, scenario
 
 
 def mean(values):
@@ -25,8 +30,6 @@ def test_the_same_config_gives_the_same_history_bit_for_bit():
 
 
 def test_an_overflowing_step_changes_nothing_but_the_scale():
-    import fpsim.train as train  # the step function itself, to look at the state around one step
-
     config = Config(policy="amp", loss_scale=2.0**40, optimizer="adam")  # 2^40 overflows fp16 at once
     policy = config.validate()
     dataset = data.digits()
@@ -83,17 +86,98 @@ def test_results_files_round_trip_atomically(tmp_path):
     loaded = load_results(path)
     assert [h.policy["name"] for h in loaded] == ["fp32", "fp16"] and math.isnan(loaded[1].loss[0])
     assert loaded[0].to_json() == histories[0].to_json() and list(tmp_path.iterdir()) == [path]
-    (tmp_path / "other.json").write_text("[]")
-    with pytest.raises(ValueError, match="not an fpsim results file"):
-        load_results(tmp_path / "other.json")
+    with pytest.raises(ValueError, match=r"must end in \.json"):
+        save_results(histories, tmp_path / "results.txt")
 
 
-def test_progress_lines_and_scenarios():
-    stream = io.StringIO()
-    run(Config(steps=4), progress_every=2, stream=stream)
-    assert stream.getvalue().count("\n") == 2 and "step 4/4" in stream.getvalue()
+def test_csv_has_one_row_per_run_per_step(tmp_path):
+    histories = [run(Config(policy=p, steps=4, eval_every=2)) for p in ("fp32", "amp")]
+    save_csv(histories, tmp_path / "runs.csv")
+    with open(tmp_path / "runs.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 8 and [r["policy"] for r in rows] == ["fp32"] * 4 + ["amp"] * 4
+    assert [r["step"] for r in rows[4:]] == ["1", "2", "3", "4"] and {r["run"] for r in rows[4:]} == {"2"}
+    amp = histories[1]
+    assert [float(r["loss"]) for r in rows[4:]] == amp.loss  # repr of a float reads back exactly
+    assert [float(r["scale"]) for r in rows[4:]] == amp.scale and [r["skipped"] for r in rows] == ["0"] * 8
+    assert [r["test_accuracy"] for r in rows[:4]] == [
+        "",
+        repr(histories[0].test_accuracy[0]),
+        "",
+        repr(histories[0].test_accuracy[1]),
+    ]
+    with pytest.raises(ValueError, match=r"must end in \.csv"):
+        save_csv(histories, tmp_path / "runs.json")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'{"runs": [{}]}', "run 1 lacks config, flushed, loss, lost_updates"),
+        (b'{"runs": "abc"}', "no 'runs' list"),
+        (b'{"runs": []}', "no 'runs' list"),
+        (b"[]", "no 'runs' list"),
+        (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "not text"),
+        (b'{"runs": [', "not JSON"),
+        (b'{"runs": [3]}', "run 1 is not an object"),
+        (
+            b'{"runs": [{"config": {}, "policy": {}, "loss": [], "scale": [], "skipped": [], "flushed": [], '
+            b'"subnormal": [], "lost_updates": [], "max_activation": []}]}',
+            "run 1: the policy has no name",
+        ),
+    ],
+)
+def test_malformed_results_files_name_the_file_and_the_problem(tmp_path, content, problem):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(f"results file {str(path)!r}: ") + ".*" + re.escape(problem)):
+        load_results(path)
+
+
+def test_results_file_fields_are_checked(tmp_path):
+    good = json.loads(History({}, {"name": "fp32"}, loss=[1.0], scale=[1.0], skipped=[False], flushed=[0.0],
+                              subnormal=[0.0], lost_updates=[0.0], max_activation=[1.0]).to_json())  # fmt: skip
+    path = tmp_path / "runs.json"
+    for change, problem in [
+        ({"loss": "abc"}, "loss must be a list of numbers"),
+        ({"scale": [1.0, 2.0]}, "one entry per step"),
+        ({"seconds": "1"}, "seconds must be a number"),
+        ({"epochs": 3}, "unknown fields epochs"),
+        ({"config": []}, "config and policy must be objects"),
+    ]:
+        path.write_text(json.dumps({"runs": [good, {**good, **change}]}))
+        with pytest.raises(ValueError, match=f"run 2.*{problem}"):
+            load_results(path)
+    path.write_text(json.dumps({"runs": [good]}))
+    assert load_results(path)[0].loss == [1.0]
+
+
+def test_results_paths_that_are_not_files(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    for path, problem in [
+        (tmp_path / "missing.json", "no such file"),
+        (tmp_path, "it is a folder"),
+        (tmp_path / "fifo", "it is not a regular file"),  # opening it would block forever
+    ]:
+        with pytest.raises(ValueError, match=re.escape(f"results file {str(path)!r}: {problem}")):
+            load_results(path)
+
+
+def test_progress_callback_and_scenarios():
+    seen = []
+    run(Config(steps=4), on_step=lambda history: seen.append(len(history.loss)))
+    assert seen == [1, 2, 3, 4]
     assert set(SCENARIOS) == {"baseline", "underflow", "overflow", "lost-updates"}
     assert scenario("underflow", steps=7).steps == 7 and Config.from_dict(Config().to_dict()) == Config()
+
+
+def test_size_estimates_use_the_real_data_and_model():
+    for name, dataset in (("digits", data.digits()), ("teacher", data.teacher_student())):
+        config = Config(data=name, hidden=[16, 8])
+        model = MLP([dataset.n_features, 16, 8, dataset.n_classes])
+        assert config.parameter_count() == sum(v.size for v in model.params.values())
+        assert train._DATA_SHAPES[name][2] == len(dataset.x_train)
+    assert Config(norm="none").parameter_count() == 64 * 64 + 64 + 64 * 10 + 10
 
 
 def test_clipping_acts_after_unscaling():
@@ -130,7 +214,18 @@ def test_fp8_policy_scales_each_tensor_into_range():
         (lambda: Config(momentum="0.9").validate(), "momentum must be a number in"),
         (lambda: Config(clip_norm="1").validate(), "clip_norm must be a finite number > 0"),
         (lambda: Config(policy="amp", loss_scale=1e-50).validate(), "rounds to 0.0 in fp32"),
-        (lambda: Config(batch_size=5000).validate() and run(Config(batch_size=5000)), "batch_size 5000 exceeds"),
+        (lambda: Config(batch_size=5000).validate(), "batch_size 5000 exceeds the 1348 training examples of digits"),
+        # 64e9 + 1e9 + 10e9 + 10 weights and biases, 2e9 norm parameters; 128 bytes each, and 64 bytes per unit
+        # for each of 500 examples (the test set): 9.86 + 32.0 TB
+        (lambda: Config(hidden=[10**9]).validate(), "77,000,000,010 parameters, about 41.9 TB of memory"),
+        (lambda: Config(hidden=[0]).validate(), "hidden must be a list of positive ints"),
+        (lambda: Config(hidden=64).validate(), "hidden must be a list of positive ints"),
+        # 2 ms + 3 ns x 64 x 4938 parameters = 2.95 ms a step: 2.95e17 s
+        (lambda: Config(steps=10**20).validate(), "steps=100000000000000000000 is too many: .* 9.34e\\+09 years"),
+        # 2 ms + 3 ns x 64 x 4,358,154 parameters = 0.839 s a step: 9.71 days
+        (lambda: Config(hidden=[2048, 2048], steps=10**6).validate(), r"9.71 days \(1,000,000 steps of about 0.839 s"),
+        (lambda: Config(activation="sigmoid").validate(), "activation must be one of relu"),
+        (lambda: Config(norm="group").validate(), "norm must be one of batch"),
         (lambda: Config.from_dict({"policy": "fp32", "epochs": 3}), "unknown config fields: epochs"),
         (lambda: scenario("melt"), "unknown scenario 'melt'"),
         (lambda: Policy("x", "fp16", "fp32", "fp16", "fp32", accumulate="fp16"), "accumulate must be fp32 or fp64"),

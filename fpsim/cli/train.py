@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from fpsim import train
 from fpsim.cli._common import UsageError, check_writable
@@ -27,6 +28,13 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def _progress_line(history: train.History) -> None:
+    step, steps = len(history.loss), history.config["steps"]
+    if step % max(1, steps // 10) == 0:
+        print(f"[{history.policy['name']}] step {step}/{steps} loss {history.loss[-1]:.4g} scale {history.scale[-1]:g}",
+              file=sys.stderr)  # fmt: skip
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     names = [name.strip() for name in args.policy.split(",") if name.strip()]
     if not names:
@@ -37,8 +45,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         config.validate()  # every config, and the output path, are checked before any training starts
     if args.out:
         check_writable(args.out)
-    progress = 0 if args.quiet else max(1, configs[0].steps // 10)
-    histories = [train.run(config, progress_every=progress) for config in configs]
+    histories = [train.run(config, on_step=None if args.quiet else _progress_line) for config in configs]
     print(f"scenario {args.scenario}: {train.SCENARIOS[args.scenario][0]}")
     print(_table([h.summary() for h in histories]))
     if args.out:
