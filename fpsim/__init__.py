@@ -1,4 +1,10 @@
-"""fpsim: bit-exact floating-point formats, rounding and IEEE exception counts for mixed precision training."""
+"""fpsim: bit-exact floating-point formats, rounding and IEEE exception counts for mixed precision training.
+
+Invariant: `import fpsim` loads only the numerics (NumPy); the training, plotting and torch modules load on
+first use (`fpsim.train`, `fpsim.plots`, ...), so matplotlib, torch and hypothesis never load with it.
+"""
+
+import importlib
 
 from fpsim.accumulation import MODELS, AccumulationModel, dot, matmul, sum
 from fpsim.arithmetic import abs, add, div, fma, mul, neg, sqrt, sub
@@ -25,6 +31,20 @@ from fpsim.formats import (
 from fpsim.rounding import ROUNDING_MODES
 
 __version__ = "0.1.0"
+
+# Submodules reached as attributes (`fpsim.train.run`) and imported on first use: they pull in heavy libraries
+_LAZY_SUBMODULES = ("data", "nn", "plots", "policies", "scaling", "strategies", "train")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"fpsim.{name}")  # the import also sets it as an attribute of fpsim
+    raise AttributeError(f"module 'fpsim' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_SUBMODULES])
+
 
 __all__ = [
     "BF16",

@@ -1,15 +1,21 @@
-"""Terminal output through rich: one console for the CLI, demo and tutorials.
+"""Terminal output through rich: one console, tables and progress for the CLI, demo and tutorials.
 
-Invariant: colour only on a terminal and never under NO_COLOR; piped output is plain text at a fixed width.
+Invariant: colour and live bars only on a terminal and never colour under NO_COLOR; piped output is plain text
+at a fixed width, and piped progress is a plain line every tenth of the work.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
 from typing import IO
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
 
 _PIPE_WIDTH = 120  # piped or redirected output: wide enough for the tables, stable for tests and files
 
@@ -17,7 +23,7 @@ _PIPE_WIDTH = 120  # piped or redirected output: wide enough for the tables, sta
 def console(file: IO[str] | None = None) -> Console:
     """A rich Console writing to `file` (default: the current sys.stdout), sized to the terminal when there is one."""
     stream = file if file is not None else sys.stdout
-    interactive = hasattr(stream, "isatty") and stream.isatty()
+    interactive = _is_terminal(stream)
     return Console(
         file=stream,
         width=None if interactive else _PIPE_WIDTH,
@@ -26,3 +32,78 @@ def console(file: IO[str] | None = None) -> Console:
         highlight=False,
         soft_wrap=False,
     )
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
+    """A plain table: a bold header line, then one line per row; the first column left-aligned, the rest right.
+
+    Cells are shown with `str`: format numbers before. Print it with `console().print(table(...))`.
+    """
+    grid = Table(box=None, pad_edge=False, header_style="bold")
+    for index, name in enumerate(columns):
+        grid.add_column(name, justify="left" if index == 0 else "right")
+    for row in rows:
+        grid.add_row(*(str(cell) for cell in row))
+    return grid
+
+
+class _Rate(ProgressColumn):
+    """Work done per second, in the progress's unit."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.3g} {self.unit}/s" if task.speed else f"? {self.unit}/s")
+
+
+class StepProgress:
+    """Progress of counted work on stderr: on a terminal, a rich bar per task with k/n, rate and ETA; piped, a
+    plain line every tenth of a task's work (``[label] step k/n detail``); with `quiet`, nothing.
+
+    Use as a context manager; `task(label, total)` returns the function to call with the work done so far.
+    """
+
+    def __init__(self, file: IO[str] | None = None, *, quiet: bool = False, unit: str = "step") -> None:
+        self.file = file if file is not None else sys.stderr
+        self.quiet, self.unit = quiet, unit
+        self.bars: Progress | None = None
+        if not quiet and _is_terminal(self.file):
+            self.bars = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                _Rate(unit),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[detail]}"),
+                console=console(self.file),
+            )
+
+    def __enter__(self) -> StepProgress:
+        if self.bars:
+            self.bars.start()
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        if self.bars:
+            self.bars.stop()
+
+    def task(self, label: str, total: int) -> Callable[[int, str], None]:
+        """The update function of one task of `total` units: call it as `update(done, detail)`."""
+        if self.quiet:
+            return lambda done, detail="": None
+        if self.bars:
+            bars, task_id = self.bars, self.bars.add_task(label, total=total, detail="")
+            return lambda done, detail="": bars.update(task_id, completed=done, detail=detail)
+        every = max(1, total // 10)
+
+        def print_line(done: int, detail: str = "") -> None:
+            if done % every == 0 or done == total:
+                print(f"[{label}] {self.unit} {done}/{total} {detail}".rstrip(), file=self.file, flush=True)
+
+        return print_line

@@ -1,25 +1,36 @@
-"""`fpsim train`: train the digits MLP under precision policies and print a comparison table."""
+"""`fpsim train`: train the digits MLP under precision policies and print a comparison table.
+
+Invariant: every config and both output paths are checked before the first training step.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
+import re
+import textwrap
+from collections.abc import Callable
 
-from fpsim import train
-from fpsim.cli._common import UsageError, check_writable
+from fpsim import _terminal, train
+from fpsim._files import check_output_path
+from fpsim.cli._common import UsageError
 from fpsim.policies import POLICIES
+from fpsim.scaling import SCALERS
 
-
-def _table(rows: list[dict]) -> str:
-    headers = list(rows[0])
-    cells = [[_cell(row[h]) for h in headers] for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))]
-    lines += [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells
-    ]
-    return "\n".join(lines)
+# Config fields the command sets, and the option that sets each: Config's messages are translated to options
+_OPTIONS = {
+    "steps": "--steps",
+    "seed": "--seed",
+    "lr": "--lr",
+    "hidden": "--hidden",
+    "optimizer": "--optimizer",
+    "loss_scale": "--loss-scale",
+    "scaler": "--scaler",
+    "data": "--data",
+    "clip_norm": "--clip-norm",
+}
+_IGNORES_LOSS_SCALE = ("none", "apex")  # no scaler, or Apex's fixed start at 2^32
+_NOTE = "flushed % and lost updates %: means over all steps (`fpsim plot histogram` shows the last step's gradients)"
 
 
 def _cell(value: object) -> str:
@@ -28,39 +39,114 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _progress_line(history: train.History) -> None:
-    step, steps = len(history.loss), history.config["steps"]
-    if step % max(1, steps // 10) == 0:
-        print(f"[{history.policy['name']}] step {step}/{steps} loss {history.loss[-1]:.4g} scale {history.scale[-1]:g}",
-              file=sys.stderr)  # fmt: skip
+def _hidden(text: str) -> list[int]:
+    """Layer widths from '64' or '128,64'."""
+    widths = [part.strip() for part in text.split(",")]
+    if not all(re.fullmatch(r"\d+", width) for width in widths):
+        raise UsageError(f"--hidden must be layer widths such as 64 or 128,64; got {text!r}")
+    return [int(width) for width in widths]
+
+
+def _configs(args: argparse.Namespace) -> list[train.Config]:
+    """One validated Config per policy; Config's messages name the command's options."""
+    names = [name.strip() for name in args.policy.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--policy needs at least one policy name, such as fp32 or fp32,amp")
+    overrides = {field: getattr(args, field) for field in _OPTIONS if getattr(args, field) is not None}
+    configs = [train.scenario(args.scenario, policy=name, **overrides) for name in names]
+    for config in configs:
+        try:
+            policy = config.validate()
+        except ValueError as err:
+            field = str(err).split(" ", 1)[0].split("=", 1)[0]
+            raise UsageError(str(err).replace(field, _OPTIONS[field], 1) if field in _OPTIONS else str(err)) from None
+        if args.loss_scale is not None and policy.scaler in _IGNORES_LOSS_SCALE:
+            raise UsageError(
+                f"--loss-scale does not apply to policy {policy.name} (scaler {policy.scaler}): "
+                "add --scaler static or --scaler dynamic, or choose a policy with a loss scaler"
+            )
+    return configs
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    outputs = [(args.out, train.RESULTS_SUFFIXES, "--out"), (args.csv, train.CSV_SUFFIXES, "--csv")]
+    targets = [check_output_path(path, suffixes=sfx, argument=name) for path, sfx, name in outputs if path is not None]
+    if len(targets) == 2 and targets[0] == targets[1]:
+        raise UsageError(f"--out and --csv name the same file {args.out!r}: name two files")
+
+
+def _train_all(configs: list[train.Config], quiet: bool) -> list[train.History]:
+    with _terminal.StepProgress(quiet=quiet) as progress:
+        return [train.run(c, on_step=_reporter(progress.task(c.policy, c.steps))) for c in configs]
+
+
+def _reporter(update: Callable[[int, str], None]) -> Callable[[train.History], None]:
+    return lambda history: update(len(history.loss), f"loss {history.loss[-1]:.4g} scale {history.scale[-1]:g}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    names = [name.strip() for name in args.policy.split(",") if name.strip()]
-    if not names:
-        raise UsageError("--policy needs at least one policy name")
-    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
-    configs = [train.scenario(args.scenario, policy=name, **overrides) for name in names]
-    for config in configs:
-        config.validate()  # every config, and the output path, are checked before any training starts
-    if args.out:
-        check_writable(args.out)
-    histories = [train.run(config, on_step=None if args.quiet else _progress_line) for config in configs]
-    print(f"scenario {args.scenario}: {train.SCENARIOS[args.scenario][0]}")
-    print(_table([h.summary() for h in histories]))
-    if args.out:
-        train.save_results(histories, args.out)
-        print(f"saved {len(histories)} run(s) to {args.out}")
+    configs = _configs(args)
+    _check_outputs(args)  # every config and both paths are checked before any training starts
+    histories = _train_all(configs, args.quiet)
+    out = _terminal.console()
+    out.print(f"scenario {args.scenario}: {train.SCENARIOS[args.scenario][0]}", markup=False)
+    summaries = [h.summary() for h in histories]
+    out.print(_terminal.table(list(summaries[0]), ([_cell(v) for v in s.values()] for s in summaries)))
+    out.print(_NOTE, markup=False, style="dim")
+    for path, save in ((args.out, train.save_results), (args.csv, train.save_csv)):
+        if path is not None:
+            save(histories, path)
+            print(f"saved {len(histories)} run(s) to {path}")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps each line of a description or epilog on its own; an indented `  name  text` line hangs its text."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(self._fill_line(line, width, indent) for line in text.splitlines())
+
+    def _fill_line(self, line: str, width: int, indent: str) -> str:
+        hang = len(re.match(r"\s+\S+\s*", line).group()) if line.startswith(" ") and line.strip() else 0
+        return textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent + " " * hang) or indent
+
+
+def _epilog() -> str:
+    width = max(map(len, [*POLICIES, *train.SCENARIOS, *SCALERS]))
+    lines = ["policies:", *(f"  {name:<{width}}  {p.description}" for name, p in POLICIES.items())]
+    lines += ["scenarios:", *(f"  {name:<{width}}  {text}" for name, (text, _) in train.SCENARIOS.items())]
+    lines += ["scalers:", *(f"  {name:<{width}}  {text}" for name, text in SCALERS.items())]
+    return "\n".join(lines)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    train_cmd = commands.add_parser("train", help="train the digits MLP under precision policies and compare")
-    train_cmd.add_argument(
-        "--policy", "-p", default="fp32", help=f"one or more of {', '.join(POLICIES)}, comma-separated"
+    default = train.Config()
+    cmd = commands.add_parser(
+        "train",
+        help="train the digits MLP under precision policies and compare",
+        description="Train a small MLP under one or more precision policies, print a table comparing them, and "
+        "optionally save every step (JSON for `fpsim plot --from`, CSV for a spreadsheet). Options left out take "
+        "the scenario's value, else the default shown.",
+        epilog=_epilog(),
+        formatter_class=_Formatter,
     )
-    train_cmd.add_argument("--scenario", "-s", default="baseline", choices=list(train.SCENARIOS))
-    train_cmd.add_argument("--steps", type=int, help="training steps (default: the scenario's)")
-    train_cmd.add_argument("--seed", type=int, help="seed for data split, initialisation and batches")
-    train_cmd.add_argument("--out", "-o", help="save the runs' histories to this JSON file")
-    train_cmd.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
-    train_cmd.set_defaults(run=cmd_train)
+    cmd.add_argument("--policy", "-p", default="fp32", help="one or more policies, comma-separated (default: fp32)")
+    cmd.add_argument("--scenario", "-s", default="baseline", choices=list(train.SCENARIOS), help="(default: baseline)")
+    cmd.add_argument(
+        "--steps", type=int, help=f"training steps (default: {default.steps}, at most {train.MAX_STEPS:,})"
+    )
+    cmd.add_argument(
+        "--seed", type=int, help=f"seed for data split, initialisation and batches (default: {default.seed})"
+    )
+    cmd.add_argument("--lr", type=float, help=f"learning rate (default: {default.lr:g})")
+    cmd.add_argument("--hidden", type=_hidden, help="hidden layer widths, e.g. 128,64 (default: 64)")
+    cmd.add_argument("--optimizer", choices=train.OPTIMIZERS, help=f"(default: {default.optimizer})")
+    cmd.add_argument(
+        "--scaler", choices=list(SCALERS), help="loss scaler, replacing the policy's (default: the policy's)"
+    )
+    cmd.add_argument("--loss-scale", type=float, help="the scaler's (initial) loss scale (default: the policy's)")
+    cmd.add_argument("--data", choices=train.DATASETS, help=f"data set (default: {default.data})")
+    cmd.add_argument("--clip-norm", type=float, help="clip the gradient norm to this, after unscaling (default: off)")
+    cmd.add_argument("--out", "-o", metavar="FILE.json", help="save every run's history as JSON")
+    cmd.add_argument("--csv", metavar="FILE.csv", help="save every run's history as CSV, one row per run per step")
+    cmd.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    cmd.set_defaults(run=cmd_train)
