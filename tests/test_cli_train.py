@@ -2,6 +2,7 @@
 training, Ctrl-C is one line and exit 130, plain `fpsim` lists the commands, and `import fpsim` stays light."""
 
 import csv
+import errno
 import os
 import signal
 import subprocess
@@ -193,3 +194,16 @@ def test_import_fpsim_is_light_and_submodules_load_on_first_use():
         "True",
         "module 'fpsim' has no attribute 'trian'",
     ]
+
+
+def test_a_full_disk_while_saving_is_one_line_naming_the_file_and_keeps_the_old_one(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "runs.json"
+    path.write_text("old runs")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, _, err = run(capsys, "train", "--steps", "2", "-q", "-o", str(path))
+    assert (code, err) == (2, f"fpsim: error: cannot write '{path}': No space left on device\n")
+    assert path.read_text() == "old runs" and list(tmp_path.iterdir()) == [path]
