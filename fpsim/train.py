@@ -31,6 +31,7 @@ from fpsim.scaling import DynamicLossScaler, StaticLossScaler, apex_scaler, hyst
 OPTIMIZERS = ("sgd", "adam")
 GRADIENT_SAMPLE = 4096  # gradient values kept from the last step, for `fpsim plot histogram --from`
 DATASETS = ("digits", "teacher")
+BACKENDS = ("numpy", "torch")
 _DATA_SHAPES = {"digits": (64, 10, 1348), "teacher": (32, 10, 1500)}  # features, classes, training examples
 MAX_STEPS = 1_000_000  # a History keeps every step (about 250 bytes each in memory, 150 in JSON)
 MAX_TRAINING_BYTES = 4 * 2**30  # the simulator's estimated peak memory, refused above this
@@ -219,6 +220,10 @@ class History:
     test_accuracy: list[float] = field(default_factory=list)
     gradient_sample: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    backend: str = "numpy"
+    step_seconds: list[float] = field(default_factory=list)  # torch backend: wall time of each step
+    peak_memory_bytes: int | None = None  # torch backend on CUDA: torch.cuda.max_memory_allocated; else None
+    environment: dict = field(default_factory=dict)  # torch backend: version, device, matmul flags, autocast
 
     @property
     def final_accuracy(self) -> float:
@@ -400,12 +405,25 @@ def _accuracy(model: MLP, weights: dict, x: np.ndarray, y: np.ndarray, p: Precis
 
 
 def run(
-    config: Config, *, dataset: datasets.Dataset | None = None, on_step: Callable[[History], None] | None = None
+    config: Config,
+    *,
+    dataset: datasets.Dataset | None = None,
+    on_step: Callable[[History], None] | None = None,
+    backend: str = "numpy",
+    device: str | None = None,
 ) -> History:
     """Train the MLP of `config` under its policy; call `on_step(history)` after every step (progress).
 
-    `dataset` replaces the config's named data set (its name is then only a label).
+    `dataset` replaces the config's named data set (its name is then only a label). `backend="torch"` runs the
+    same experiment with torch on `device` ("cpu", "cuda" or "auto", the default): fpsim.torch.training.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend == "torch":
+        return _torch_training().run(config, device="auto" if device is None else device, dataset=dataset,
+                                     on_step=on_step)  # fmt: skip
+    if device is not None:
+        raise ValueError(f"device={device!r} needs backend='torch'; the numpy simulator runs on the CPU only")
     policy = config.validate()
     dataset = _load_data(config) if dataset is None else _checked(dataset)
     if config.batch_size > len(dataset.x_train):
@@ -431,6 +449,12 @@ def run(
     history.gradient_sample = _gradient_sample(p, history.scale[-1])  # p still holds the last step's gradients
     history.seconds = time.perf_counter() - start
     return history
+
+
+def _torch_training():
+    from fpsim.torch import training  # torch is optional: imported only here (ImportError names fpsim[torch])
+
+    return training
 
 
 def _compute_weights(master: dict[str, np.ndarray], p: Precision) -> dict[str, np.ndarray]:
