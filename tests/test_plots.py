@@ -1,6 +1,10 @@
-"""Figures on the Agg backend: each is created, its geometry is right, its numbers match the codec's."""
+"""Figures on the Agg backend: each is created, its geometry is right, its numbers match the codec's, and the
+lesson is visible (marks, labels, legends clear of the data, one panel per format)."""
 
+import errno
 import io
+import re
+from pathlib import Path
 
 import matplotlib
 
@@ -8,17 +12,38 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 import fpsim
 from fpsim import plots
 from fpsim.cli import main
 from fpsim.plots.style import policy_style, style
-from fpsim.train import Config, run
+from fpsim.train import History, scenario
 
 
 def bar_span(ax, gid):
     (patch,) = [p for p in ax.patches if p.get_gid() == gid]
     return patch.get_x(), patch.get_x() + patch.get_width()
+
+
+def drawn(figure):
+    """The renderer of the figure, drawn once on an Agg canvas (layout done, text sizes known)."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def extents(figure, artists):
+    renderer = drawn(figure)
+    return [a.get_window_extent(renderer) for a in artists]
+
+
+def overlaps(boxes):
+    return [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes[i + 1 :], i + 1) if a.overlaps(b)]
+
+
+# ---- range ----------------------------------------------------------------------------------------------------
 
 
 def test_range_diagram_bars_span_the_formats_exact_range():
@@ -28,16 +53,125 @@ def test_range_diagram_bars_span_the_formats_exact_range():
     assert (low, start) == (-24.0, -14.0) and top == pytest.approx(np.log2(65504.0), rel=1e-15)
     assert bar_span(ax, "fp8_e4m3:normal") == pytest.approx((-6.0, np.log2(448.0)), rel=1e-15)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["fp8_e4m3", "bf16", "fp16", "fp32"]
+    assert all(not p.get_hatch() for p in ax.patches)  # no per-format hatching left to explain
 
 
-def test_number_line_draws_every_non_negative_value():
-    _, (linear, logarithmic) = plots.number_line("fp8_e4m3")
-    points = {line.get_gid(): len(line.get_xdata()) for line in linear.lines}
-    assert points["normal"] + points["subnormal"] == 127  # codes 0 to 0x7e: zero, 7 subnormals, 119 normals
-    assert points["subnormal"] == 7
+@pytest.mark.parametrize("fmt", ["e4m3", "fp4", "e2m0", "fp6_e2m3", "fp32"])
+def test_range_labels_are_superscripts_that_do_not_collide(fmt):
+    figure, ax = plots.range_diagram([fmt, "fp16"])
+    name = fpsim.get_format(fmt).name
+    labels = [t for t in ax.texts if t.get_gid() == f"{name}:label"]
+    assert labels and all("^" not in t.get_text() or t.get_text().startswith("$") for t in labels)
+    assert f"$2^{{{fpsim.get_format(fmt).emin}}}$" in [t.get_text() for t in labels]
+    assert overlaps(extents(figure, labels)) == []
+
+
+def test_range_legend_covers_no_bar():
+    figure, ax = plots.range_diagram(["fp32", "fp16", "bf16", "fp8_e4m3", "fp4"])
+    bars = extents(figure, [p for p in ax.patches if p.get_gid()])
+    legend = ax.get_legend().get_window_extent(drawn(figure))
+    assert not any(legend.overlaps(bar) for bar in bars)
+
+
+# ---- precision ------------------------------------------------------------------------------------------------
+
+
+def test_precision_diagram_one_row_per_format_with_readable_eps():
+    _, grid = plots.precision_diagram(["fp16", "bf16", "fp64"])
+    assert grid.shape == (3, 2)
+    tail, zoom = grid[0]
+    relative, x = tail.lines[0].get_ydata(), tail.lines[0].get_xdata()
+    assert relative.max() == 0.0 and x.min() == -24  # ulp(x)/x = 1 at the least subnormal
+    assert relative[x >= -14].max() == -10 and relative[x >= -14].min() >= -11  # the tooth: [u, eps]
+    assert x.max() - x.min() <= 16  # a window: 10 subnormal binades and 6 normal ones, not 40 binades of teeth
+    assert [t.get_text() for t in zoom.get_yticklabels()] == ["$u = 2^{-11}$", "$\\varepsilon = 2^{-10}$"]
+    fp64_tail = grid[2, 0].lines[0].get_xdata()
+    assert fp64_tail.min() == -1074 and fp64_tail.max() < -1010  # no sample near fp64's max: nothing overflows
+
+
+def test_precision_absolute_draws_ulp():
+    _, grid = plots.precision_diagram(["fp16"], absolute=True)
+    x, y = grid[0, 0].lines[0].get_xdata(), grid[0, 0].lines[0].get_ydata()
+    assert np.all(y[x < -14] == -24) and y[x >= -14].min() == -24  # flat through the subnormals
+
+
+# ---- number line and bits -------------------------------------------------------------------------------------
+
+
+def test_number_line_draws_every_non_negative_value_on_three_labelled_lines():
+    _, (whole, near_zero, logarithmic) = plots.number_line("fp8_e4m3")
+    points = {line.get_gid(): len(line.get_xdata()) for line in whole.lines}
+    assert points == {"normal": 120, "subnormal": 7}  # codes 0 to 0x7e: zero, 7 subnormals, 119 normals
     assert sum(len(line.get_xdata()) for line in logarithmic.lines) == 126  # zero has no place on a log axis
+    assert sum(len(line.get_xdata()) for line in near_zero.lines) == 1 + 7 + 9  # 0, subnormals, [2^-6, 2^-5]
+    assert 2.0**-9 in logarithmic.get_xticks() and 2.0**-9 in near_zero.get_xticks()
+    assert all(axis.get_xlabel() for axis in (whole, near_zero, logarithmic))
     with pytest.raises(ValueError, match="at most 10 bits"):
         plots.number_line("fp16")
+
+
+def test_number_line_several_formats_give_a_group_each():
+    _, axes = plots.number_line(["e4m3", "fp4"])
+    assert len(axes) == 6 and "fp4_e2m1" in axes[3].get_title()
+    assert sum(len(line.get_xdata()) for line in axes[3].lines) == 8  # fp4: 0, 0.5, 1, 1.5, 2, 3, 4, 6
+
+
+def test_bit_layout_shows_indices_fields_and_exponent_arithmetic():
+    _, ax = plots.bit_layout(0.1, "fp16")
+    assert [p.get_gid() for p in ax.patches if p.get_gid()] == ["sign"] + ["exponent"] * 5 + ["mantissa"] * 10
+    texts = [t.get_text() for t in ax.texts]
+    bits = [t for t in ax.texts if t.get_weight() == "bold"]
+    assert "".join(t.get_text() for t in bits) == "0010111001100110"
+    assert [int(t.get_text()) for t in ax.texts if t.get_fontsize() == 7] == list(range(15, -1, -1))
+    assert any("biased 11 − 15 = −4" in t for t in texts)
+    assert any("0.0999755859375" in t for t in texts)
+    assert [t.get_color() for t in bits[1:6]] == ["white"] * 5  # light text on the dark exponent boxes
+    assert {t.get_color() for t in bits[:1] + bits[6:]} == {"black"}  # dark text on the light boxes
+
+
+def test_bit_layout_subnormal_and_several_formats():
+    _, axes = plots.bit_layout(1e-6, ["fp16", "fp32", "fp4"])
+    assert len(axes) == 3
+    texts = [[t.get_text() for t in axis.texts] for axis in axes]
+    assert any("biased 0 means subnormal: 1 − 15 = −14" in t for t in texts[0])
+    assert any("biased 107 − 127 = −20" in t for t in texts[1])
+    assert any("the code of zero" in t for t in texts[2])
+
+
+# ---- rounding -------------------------------------------------------------------------------------------------
+
+
+def test_rounding_error_one_panel_per_mode_down_and_toward_zero_differ_below_zero():
+    _, grid = plots.rounding_error("fp16")
+    assert grid.shape == (5, 2)
+    modes = [row[0].get_title(loc="left").split(":")[0] for row in grid]
+    assert modes == ["nearest_even", "toward_zero", "down", "up", "stochastic"]
+    line = {
+        mode: [row[c].lines[1].get_ydata() for c in (0, 1)] for mode, row in zip(modes, grid) if mode != "stochastic"
+    }
+    assert np.array_equal(line["down"][1], line["toward_zero"][1])  # x > 0: the same
+    assert line["down"][0].max() <= 0 <= line["toward_zero"][0].min()  # x < 0: opposite signs
+    assert np.abs(line["nearest_even"][1]).max() <= 0.5
+
+
+def test_rounding_error_marks_ties_where_nearest_even_goes_even():
+    _, grid = plots.rounding_error("fp16", modes=["nearest_even"])
+    (ties,) = [line for line in grid[0, 1].lines if line.get_gid() == "ties"]
+    t, error = ties.get_xdata(), ties.get_ydata()
+    assert list(t) == [0.5, 1.5, 2.5, 3.5] and list(error) == [-0.5, 0.5, -0.5, 0.5]  # 1+k/2 ulp → the even code
+    x = 1 + t * 2.0**-10
+    assert np.all(fpsim.encode(x + error * 2.0**-10, "fp16") % 2 == 0)
+
+
+def test_rounding_error_stochastic_shows_draws_and_mean():
+    _, grid = plots.rounding_error(["fp16", "bf16"], modes=["stochastic"])
+    assert grid.shape == (2, 2) and grid[1, 0].get_title(loc="left").startswith("bf16, stochastic")
+    gids = [line.get_gid() for line in grid[0, 1].lines]
+    assert gids.count("draws") == 4 and gids.count("mean") == 1
+    assert abs(np.mean(grid[0, 1].lines[-1].get_ydata())) < 0.05  # unbiased
+
+
+# ---- gradients ------------------------------------------------------------------------------------------------
 
 
 def test_gradient_bands_equal_the_codecs_flag_counts():
@@ -72,13 +206,26 @@ def test_gradient_bands_at_every_threshold_and_tie(fmt):
     assert counts == {"flush": flags.flushed_to_zero, "subnormal": flags.subnormal, "overflow": flags.overflow}
 
 
-def test_gradient_histogram_has_a_scaled_panel():
-    g = np.random.default_rng(0).normal(0, 1e-6, 5000)
-    _, axes = plots.gradient_histogram(g, "fp16", scale=1024)
-    assert len(axes) == 2 and "1024" in axes[1].get_title()
-    texts = [t.get_text() for t in axes[0].texts]
+def small_history(policy="fp32", loss=(2.0, 1.0, 0.5, 0.4), **fields):
+    n = len(loss)
+    config = scenario("underflow", policy=policy, steps=n).to_dict()
+    defaults = {"scale": [1.0] * n, "skipped": [False] * n, "flushed": [0.0] * n}
+    return History(config, {"name": policy}, loss=list(loss), **{**defaults, **fields})
+
+
+def test_gradient_histogram_shares_x_and_names_its_source():
+    g = np.random.default_rng(0).lognormal(-20, 3, 4096)
+    history = small_history(gradient_sample=list(g))
+    figure, axes = plots.gradient_histogram(history, ["fp16", "e4m3"], scale=1024)
+    assert len(axes) == 4  # per format: as computed, and × 1024
+    assert len({axis.get_xlim() for axis in axes}) == 1  # one x range, so the shift is visible
     bands = plots.gradient_bands(g, "fp16")
-    assert f"flushed {bands['flush']:.1%}" in texts[0]
+    assert axes[0].get_title(loc="left").startswith(f"fp16, gradients as computed: flushed {bands['flush']:.1%}")
+    assert "of the last step's 4096 gradients" in axes[0].get_title(loc="left")
+    assert "× 1024" in axes[1].get_title(loc="left") and axes[2].get_title(loc="left").startswith("fp8_e4m3")
+    title = figure._suptitle.get_text()
+    assert "fp32 run" in title and "underflow scenario" in title and "step 4" in title
+    assert axes[0].get_legend().get_texts()[0].get_text() == "rounds to zero (flushed)"
 
 
 @pytest.mark.parametrize(
@@ -91,7 +238,8 @@ def test_gradient_histogram_has_a_scaled_panel():
         (lambda: plots.rounding_error("fp16", modes=["sideways"]), "modes must be"),
         (lambda: plots.rounding_error("fp16", low=2.0, high=1.0), "high must be greater than low"),
         (lambda: plots.loss_curves([]), "histories must be one or more History"),
-        (lambda: plots.number_line("e4m3", ax=plots.range_diagram()[1]), "ax must be a pair of Axes"),
+        (lambda: plots.number_line("e4m3", ax=plots.range_diagram()[1]), "ax must hold 3 Axes"),
+        (lambda: plots.training_figure(small_history(), ax=[plots.range_diagram()[1]]), "ax must hold 3 Axes"),
     ],
 )
 def test_bad_input(call, message):
@@ -99,33 +247,48 @@ def test_bad_input(call, message):
         call()
 
 
-def test_precision_diagram_spans_fp64_without_overflow():
-    figure, ax = plots.precision_diagram(["fp64", "fp32"])
-    assert ax.lines[0].get_xdata().max() == np.log2(fpsim.FP64.max) and ax.lines[0].get_xdata().min() == -1074
-    figure.savefig(io.BytesIO(), format="png")  # drawing raises no overflow warning
+# ---- training -------------------------------------------------------------------------------------------------
 
 
-def test_precision_bits_and_rounding_figures():
-    _, ax = plots.precision_diagram(["fp16", "bf16"])
-    fp16 = ax.lines[0]
-    relative = fp16.get_ydata()  # log2 of ulp/x
-    assert relative.max() == 0.0 and relative[fp16.get_xdata() >= -14].max() == -10  # eps at each binade start
-    _, ax = plots.bit_layout(0.1, "fp16")
-    colours = [p.get_gid() for p in ax.patches]
-    assert colours == ["sign"] + ["exponent"] * 5 + ["mantissa"] * 10
-    assert "".join(t.get_text() for t in ax.texts[: 1 + 5 + 10 + 3] if t.get_text() in "01") == "0010111001100110"
-    _, ax = plots.rounding_error("fp16", modes=["nearest_even", "stochastic"])
-    nearest = ax.lines[0].get_ydata()
-    assert np.abs(nearest).max() <= 0.5 and len(ax.collections) == 1  # the stochastic band
+def test_a_run_that_turns_nan_is_marked_in_every_panel():
+    nan_at_2 = small_history("fp16", loss=(2.0, np.nan, np.nan, np.nan))
+    all_nan = small_history("bf16", loss=(np.nan,) * 4)
+    _, panels = plots.training_figure([small_history(), nan_at_2, all_nan])
+    for axis in panels:
+        marks = {line.get_gid(): line.get_xdata()[0] for line in axis.lines if "non-finite" in str(line.get_gid())}
+        assert marks == {"fp16:non-finite": 2, "bf16:non-finite": 1}
+        labels = [t.get_text() for t in axis.get_legend().get_texts()]
+        assert "fp16: loss NaN from step 2" in labels and "bf16: loss NaN from step 1" in labels
+        assert any(label.startswith("bf16") for label in labels[:3])  # the all-NaN run still has its line
+    (end,) = [line for line in panels[0].lines if line.get_gid() == "fp16:end"]
+    assert (end.get_xdata()[0], end.get_ydata()[0]) == (1, 2.0)  # where fp16's line ends
+    assert any(t.get_text() == "fp16: loss NaN from step 2" for t in panels[0].texts)
 
 
-def test_training_figures_read_histories():
-    runs = [run(Config(policy=p, steps=12, loss_scale=2.0**30)) for p in ("fp32", "amp")]
-    _, (loss, scale, _flushed) = plots.training_figure(runs)
-    (marks,) = [line for line in scale.lines if line.get_gid() == "amp:skipped"]
-    assert len(marks.get_xdata()) == sum(runs[1].skipped) > 0
-    assert [line.get_label() for line in loss.lines] == ["fp32", "amp"]
-    _, ax = plots.simulator_vs_hardware(runs[0], runs[1])
+def test_training_legends_say_only_what_matters_and_stay_beside_the_data():
+    skipping = small_history("amp", loss=(2.0, 1.5, 1.0, 0.5), scale=[8.0, 4.0, 4.0, 4.0], skipped=[True] + [False] * 3)
+    figure, (loss, scale, flushed) = plots.training_figure([small_history(), small_history("fp16"), skipping])
+    labels = [t.get_text() for t in scale.get_legend().get_texts()]
+    assert "amp: 1 steps skipped" in labels and not any("0 skipped" in text or "0 steps" in text for text in labels)
+    assert "fp16 (same as fp32)" in [t.get_text() for t in loss.get_legend().get_texts()]  # both visible
+    assert {line.get_marker() for line in loss.lines if line.get_gid() in ("fp32", "fp16")} == {"o", "s"}
+    renderer = drawn(figure)
+    for axis in (loss, scale, flushed):
+        legend = axis.get_legend().get_window_extent(renderer)
+        assert legend.x0 >= axis.get_window_extent().x1  # right of the axes, over no line
+    assert figure._suptitle.get_text().startswith("Scenario 'underflow': fp32, fp16, amp, 4 steps")
+    assert all(axis.get_title(loc="left") for axis in (loss, scale, flushed))
+
+
+def test_training_figure_draws_into_given_axes():
+    figure = Figure()
+    given = figure.subplots(3, 1)
+    drawn, panels = plots.training_figure([small_history()], ax=given)
+    assert drawn is figure and list(panels) == list(given) and all(axis.lines for axis in given)
+
+
+def test_simulator_vs_hardware_styles():
+    _, ax = plots.simulator_vs_hardware(small_history(), small_history("amp"))
     assert [line.get_linestyle() for line in ax.lines] == ["-", "--"]
 
 
@@ -136,11 +299,26 @@ def test_styles_are_stable_per_format_and_policy():
     assert policy_style("amp") == policy_style("amp") != policy_style("fp16")
 
 
-@pytest.mark.parametrize("kind", ["range", "precision", "numberline", "bits", "rounding"])
-def test_cli_writes_each_kind(tmp_path, capsys, kind):
-    out = tmp_path / f"{kind}.svg"
-    assert main(["plot", kind, "-o", str(out)]) == 0
+# ---- the command line -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["range"], ["precision", "--absolute"], ["numberline", "-f", "e4m3,fp4"], ["bits"], ["bits", "0.1"],
+     ["bits", "--value", "-2.5", "-f", "fp16,bf16"], ["rounding", "-f", "fp16,bf16"]],
+    ids=lambda argv: " ".join(argv),
+)  # fmt: skip
+def test_cli_writes_each_kind(tmp_path, capsys, argv):
+    out = tmp_path / "figure.svg"
+    assert main(["plot", *argv, "-o", str(out)]) == 0
     assert out.stat().st_size > 1000 and out.read_text().startswith("<?xml")
+
+
+def test_cli_bits_value_is_positional_as_in_explain(tmp_path, capsys):
+    for argv in (["0.1"], ["--value", "0.1"]):
+        out = tmp_path / "bits.svg"
+        assert main(["plot", "bits", *argv, "-o", str(out)]) == 0
+        assert "0.1 stored in fp16" in out.read_text()
 
 
 def test_cli_histogram_and_training_from_a_results_file(tmp_path, capsys):
@@ -148,18 +326,38 @@ def test_cli_histogram_and_training_from_a_results_file(tmp_path, capsys):
     assert main(["train", "-p", "fp32,amp", "--steps", "10", "-q", "-o", str(results)]) == 0
     for kind in ("histogram", "training"):
         out = tmp_path / f"{kind}.png"
-        assert main(["plot", kind, "--from", str(results), "--scale", "1024", "-o", str(out)]) == 0
+        extra = ["--scale", "1024"] if kind == "histogram" else []
+        assert main(["plot", kind, "--from", str(results), *extra, "-o", str(out)]) == 0
         assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_trains_with_progress_when_there_is_no_file(tmp_path, capsys):
+    out = tmp_path / "h.png"
+    assert main(["plot", "histogram", "--scenario", "overflow", "--steps", "3", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "[fp32] step 3/3" in err and out.read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["plot", "pie"], "invalid choice: 'pie'"),
-        (["plot", "range", "-o", "/nonexistent/folder/x.png"], "not a writable folder"),
-        (["plot", "range", "-o", "x.gif"], "-o must end in .png, .svg or .pdf"),
+        (["plot", "range", "-o", "/nonexistent/folder/x.png"], "does not exist"),
+        (["plot", "range", "-o", "x.gif"], "-o must end in .png, .svg, .pdf"),
+        (["plot", "range", "-o", ""], "-o must name a file"),
+        (["plot", "histogram", "--from", ""], "--from must name a results file"),
         (["plot", "histogram", "--from", "/nonexistent.json"], "no such file"),
-        (["plot", "histogram", "--from", "EMPTY"], "not an fpsim results file with runs"),
+        (["plot", "histogram", "--from", "EMPTY"], "no 'runs' list"),
+        (["plot", "range", "0.1"], "VALUE (or --value) does not apply to `plot range`"),
+        (["plot", "rounding", "--value", "0.1"], "VALUE (or --value) does not apply"),
+        (["plot", "bits", "0.1", "--value", "0.2"], "give the value once"),
+        (["plot", "range", "--scale", "2"], "--scale does not apply"),
+        (["plot", "bits", "--absolute"], "--absolute does not apply"),
+        (["plot", "training", "-f", "fp16"], "--formats does not apply"),
+        (["plot", "range", "--steps", "5"], "--steps does not apply"),
+        (["plot", "histogram", "--from", "EMPTY", "--steps", "5"], "with --from the runs come from the file"),
+        (["plot", "training", "--steps", "0"], "steps must be a positive int"),
+        (["plot", "numberline", "-f", "fp16"], "at most 10 bits"),
     ],
 )
 def test_cli_bad_input(capsys, tmp_path, argv, message):
@@ -170,9 +368,46 @@ def test_cli_bad_input(capsys, tmp_path, argv, message):
     assert err.count("\n") == 1 and message in err
 
 
-def test_gallery_images_are_small_and_present():
-    from pathlib import Path
+@pytest.mark.parametrize(("failure", "code"), [(OSError(errno.ENOSPC, "No space left on device"), 2),
+                                               (KeyboardInterrupt(), 130)])  # fmt: skip
+def test_cli_failed_write_leaves_the_existing_file(tmp_path, capsys, monkeypatch, failure, code):
+    keep = tmp_path / "keep.png"
+    keep.write_bytes(b"the old picture")
 
+    def half_then_fail(self, file, **options):
+        file.write(b"\x89PNG half")
+        raise failure
+
+    monkeypatch.setattr(Figure, "savefig", half_then_fail)
+    assert main(["plot", "range", "-o", str(keep)]) == code
+    assert keep.read_bytes() == b"the old picture" and [p.name for p in tmp_path.iterdir()] == ["keep.png"]
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_cli_help_lists_kinds_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["plot", "--help"])
+    text = capsys.readouterr().out
+    for kind in ("range", "precision", "numberline", "bits", "rounding", "histogram", "training"):
+        assert re.search(rf"^  {kind} +\S", text, re.MULTILINE)  # one line each
+    assert "default: KIND.png" in text and "default: underflow" in text and "default: 0.1" in text
+
+
+def test_gallery_help_writes_nothing(tmp_path, capsys, monkeypatch):
+    from fpsim.plots import gallery
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        gallery.main(["--help"])
+    assert exit_.value.code == 0 and "FOLDER" in capsys.readouterr().out.upper() and list(tmp_path.iterdir()) == []
+
+
+def test_gallery_images_are_small_and_present():
     gallery = Path(__file__).parent.parent / "docs" / "gallery"
     images = sorted(gallery.glob("*.png"))
     assert len(images) >= 8 and all(image.stat().st_size < 200_000 for image in images)
+
+
+def test_figures_draw_without_warnings():
+    for figure in (plots.precision_diagram(["fp64"])[0], plots.range_diagram(["fp64", "e2m0"])[0]):
+        figure.savefig(io.BytesIO(), format="png")  # the suite turns any warning into an error

@@ -1,63 +1,136 @@
-"""`fpsim plot`: draw one of the figures to PNG, SVG or PDF."""
+"""`fpsim plot`: draw one of the figures to PNG, SVG or PDF.
+
+Invariant: every option is checked against the kind, and the output path before any work; the file is written
+atomically, so a failed or interrupted write leaves an existing file as it was.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-from fpsim import train
-from fpsim.cli._common import UsageError, check_writable, formats_arg, parse_value
+from fpsim import _terminal, train
+from fpsim._files import atomic_write, check_output_path
+from fpsim.cli._common import UsageError, formats_arg, parse_value
 
-PLOT_KINDS = ("range", "precision", "numberline", "bits", "histogram", "rounding", "training")
+KINDS = {
+    "range": "subnormal, normal and overflow regions of each format on a log2 axis",
+    "precision": "relative spacing ulp(x)/|x| per format: the ε-tooth, the climb through the subnormals",
+    "numberline": "every value of a small format (at most 10 bits) on linear and log2 number lines",
+    "bits": "the bits of VALUE in each format, with the exponent arithmetic and the stored value",
+    "rounding": "round(x) − x per rounding mode around 1, ties marked, stochastic draws and mean",
+    "histogram": "log2|g| of a run's last-step gradients against each format's bands (--scale: after scaling)",
+    "training": "loss, loss scale and flushed gradients per step of fp32, fp16 and amp runs",
+}
+DEFAULT_FORMATS = {"range": "fp32,fp16,bf16,fp8_e4m3", "precision": "fp32,fp16,bf16,fp8_e4m3",
+                   "numberline": "fp8_e4m3", "bits": "fp16", "rounding": "fp16", "histogram": "fp16"}  # fmt: skip
+RUN_KINDS = ("histogram", "training")
+RUN_POLICIES = ("fp32", "fp16", "amp")
+DEFAULT_SCENARIO, DEFAULT_STEPS, DEFAULT_VALUE = "underflow", 150, "0.1"
+SUFFIXES = (".png", ".svg", ".pdf")
+# option → the kinds it applies to; any other kind given it is an error, not a silently ignored option
+APPLIES = {"value": ("bits",), "formats": tuple(DEFAULT_FORMATS), "source": RUN_KINDS, "scenario": RUN_KINDS,
+           "steps": RUN_KINDS, "scale": ("histogram",), "absolute": ("precision",)}  # fmt: skip
+OPTION_NAMES = {"value": "VALUE (or --value)", "formats": "--formats", "source": "--from", "scenario": "--scenario",
+                "steps": "--steps", "scale": "--scale", "absolute": "--absolute"}  # fmt: skip
 
 
-def _plot_figure(args: argparse.Namespace):
+def _check_options(args: argparse.Namespace) -> None:
+    if args.value is not None and args.value_option is not None:
+        raise UsageError("give the value once: as VALUE or as --value, not both")
+    args.value = args.value if args.value is not None else args.value_option
+    for option, kinds in APPLIES.items():
+        if getattr(args, option) not in (None, False) and args.kind not in kinds:
+            raise UsageError(f"{OPTION_NAMES[option]} does not apply to `plot {args.kind}`; it is for "
+                             f"{', '.join(kinds)}")  # fmt: skip
+    if args.source is not None:
+        if not args.source.strip():
+            raise UsageError("--from must name a results file of `fpsim train --out FILE.json`; got an empty path")
+        if args.scenario is not None or args.steps is not None:
+            raise UsageError("--scenario and --steps choose a run to train; with --from the runs come from the file")
+
+
+def _figure(args: argparse.Namespace):
     from fpsim import plots  # matplotlib loads only when a figure is asked for
 
-    formats = formats_arg(args.formats, ["fp32,fp16,bf16,fp8_e4m3"])
+    formats = formats_arg(args.formats, [DEFAULT_FORMATS.get(args.kind, "")]) if args.kind != "training" else []
     if args.kind == "range":
         return plots.range_diagram(formats)[0]
     if args.kind == "precision":
         return plots.precision_diagram(formats, absolute=args.absolute)[0]
     if args.kind == "numberline":
-        return plots.number_line(formats[0] if args.formats else "fp8_e4m3")[0]
+        return plots.number_line(formats)[0]
     if args.kind == "bits":
-        return plots.bit_layout(parse_value(args.value), formats[0] if args.formats else "fp16")[0]
+        return plots.bit_layout(parse_value(args.value or DEFAULT_VALUE), formats)[0]
     if args.kind == "rounding":
-        return plots.rounding_error(formats[0] if args.formats else "fp16")[0]
-    if args.source:
-        runs = train.load_results(args.source)
-    else:  # no saved experiment: the underflow lesson, measured now (about a second)
-        runs = [train.run(train.scenario("underflow", policy=p, steps=150)) for p in ("fp32", "fp16", "amp")]
+        return plots.rounding_error(formats)[0]
+    runs = train.load_results(args.source) if args.source is not None else _train(args)
     if args.kind == "training":
         return plots.training_figure(runs)[0]
-    sample = runs[0].gradient_sample
-    return plots.gradient_histogram(sample, formats if args.formats else "fp16", scale=args.scale)[0]
+    return plots.gradient_histogram(runs[0], formats, scale=args.scale)[0]
+
+
+def _train(args: argparse.Namespace) -> list[train.History]:
+    """Fresh runs of the scenario (fp32 alone for a histogram), with progress on stderr."""
+    policies = RUN_POLICIES if args.kind == "training" else RUN_POLICIES[:1]
+    steps = DEFAULT_STEPS if args.steps is None else args.steps
+    configs = [train.scenario(args.scenario or DEFAULT_SCENARIO, policy=p, steps=steps) for p in policies]
+    for config in configs:
+        config.validate()  # every config before the first step
+    with _terminal.StepProgress() as progress:
+        return [train.run(c, on_step=_reporter(progress.task(c.policy, c.steps))) for c in configs]
+
+
+def _reporter(update):
+    return lambda history: update(len(history.loss), f"loss {history.loss[-1]:.4g}")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    out = args.out or f"{args.kind}.png"
-    suffix = os.path.splitext(out)[1].lower()
-    if suffix not in (".png", ".svg", ".pdf"):
-        raise UsageError(f"-o must end in .png, .svg or .pdf (the format is taken from it); got {out!r}")
-    check_writable(out)
-    if args.source and not os.path.isfile(args.source):
-        raise UsageError(f"--from {args.source!r}: no such file; write one with fpsim train --out FILE")
-    figure = _plot_figure(args)
-    try:
-        figure.savefig(out, dpi=110)
-    except OSError as err:
-        raise UsageError(f"cannot write {out!r}: {err.strerror or err}") from None
+    _check_options(args)
+    out = args.out if args.out is not None else f"{args.kind}.png"
+    check_output_path(out, suffixes=SUFFIXES, argument="-o")  # before any training or drawing
+    figure = _figure(args)
+    suffix = os.path.splitext(out)[1].lower().lstrip(".")
+    atomic_write(out, lambda file: figure.savefig(file, format=suffix, dpi=110), binary=True, argument="-o")
     print(f"wrote {out}")
 
 
+def _epilog() -> str:
+    width = max(map(len, KINDS))
+    lines = ["kinds:", *(f"  {kind:<{width}}  {text}" for kind, text in KINDS.items())]
+    lines += ["", "examples:", "  fpsim plot bits 0.1 -f fp16,bf16 -o bits.png",
+              "  fpsim plot histogram --scale 65536 -o histogram.png",
+              "  fpsim train -p fp32,fp16,amp -s overflow --steps 100 -o runs.json && "
+              "fpsim plot training --from runs.json"]  # fmt: skip
+    return "\n".join(lines)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    plot_cmd = commands.add_parser("plot", help="draw a figure to PNG, SVG or PDF")
-    plot_cmd.add_argument("kind", choices=PLOT_KINDS)
-    plot_cmd.add_argument("--formats", "-f", action="append", help="format name(s), comma-separated")
-    plot_cmd.add_argument("--value", default="0.1", help="for bits: the value to lay out")
-    plot_cmd.add_argument("--from", dest="source", help="for histogram and training: a results file of fpsim train")
-    plot_cmd.add_argument("--scale", type=float, help="for histogram: also draw the gradients times this loss scale")
-    plot_cmd.add_argument("--absolute", action="store_true", help="for precision: absolute ulp instead of relative")
-    plot_cmd.add_argument("--out", "-o", help="output file; .png, .svg or .pdf (default: KIND.png)")
-    plot_cmd.set_defaults(run=cmd_plot)
+    cmd = commands.add_parser(
+        "plot",
+        help="draw a figure to PNG, SVG or PDF",
+        description="Draw one figure of formats, rounding, gradients or training to a file. Options that do not "
+        "apply to the kind are errors. histogram and training read runs from --from FILE, or train them now "
+        f"(the {DEFAULT_SCENARIO!r} scenario, {DEFAULT_STEPS} steps, with progress on stderr).",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmd.add_argument("kind", choices=list(KINDS), help="the figure (see the list below)")
+    cmd.add_argument("value", nargs="?", metavar="VALUE", help=f"for bits: the value to lay out (default: "
+                     f"{DEFAULT_VALUE}); decimal, hex float, inf or nan")  # fmt: skip
+    cmd.add_argument("--value", dest="value_option", metavar="VALUE", help="the same as VALUE")
+    cmd.add_argument("--formats", "-f", action="append", help="format name(s), comma-separated; several give one "
+                     "panel each (default: range, precision: fp32,fp16,bf16,fp8_e4m3; numberline: fp8_e4m3; "
+                     "others: fp16)")  # fmt: skip
+    cmd.add_argument("--from", dest="source", metavar="FILE.json", help="for histogram and training: the runs "
+                     "saved by `fpsim train --out` (histogram: the file's first run)")  # fmt: skip
+    cmd.add_argument("--scenario", "-s", choices=list(train.SCENARIOS), help="for histogram and training without "
+                     f"--from: the scenario to train (default: {DEFAULT_SCENARIO})")  # fmt: skip
+    cmd.add_argument("--steps", type=int, help=f"for histogram and training without --from: training steps "
+                     f"(default: {DEFAULT_STEPS})")  # fmt: skip
+    cmd.add_argument("--scale", type=float, help="for histogram: also draw the gradients times this loss scale "
+                     "(default: none)")  # fmt: skip
+    cmd.add_argument("--absolute", action="store_true", help="for precision: absolute ulp(x), not ulp(x)/|x|")
+    cmd.add_argument("--out", "-o", metavar="FILE", help="output file; .png, .svg or .pdf, which sets the format "
+                     "(default: KIND.png)")  # fmt: skip
+    cmd.set_defaults(run=cmd_plot)

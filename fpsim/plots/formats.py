@@ -1,6 +1,7 @@
-"""Figures of formats themselves: range bars, the precision saw-tooth, number lines, bit boxes, rounding errors.
+"""Figures of formats themselves: range bars on a log2 axis and the saw-tooth of relative precision.
 
-Invariant: every plotted number comes from fpsim's formats and codec; these functions compute no numerics.
+Invariant: every plotted number comes from fpsim's formats (their exact constants and `ulp`); nothing is
+computed here but the sample points and their log2 positions.
 """
 
 from __future__ import annotations
@@ -9,214 +10,122 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch
 
-from fpsim.codec import decode
-from fpsim.codec import round as round_to
-from fpsim.explanation import explain
-from fpsim.formats import Format, get_format
-from fpsim.plots.style import FIELD_COLORS, LINESTYLES, PALETTE, REGION_COLORS, hatch, style
-from fpsim.rounding import ROUNDING_MODES
+from fpsim.formats import Format
+from fpsim.plots.layout import axes, formats_list, max_label, panel_grid, power_label
+from fpsim.plots.style import REGION_COLORS, style
 
-MAX_NUMBER_LINE_BITS = 10  # 512 non-negative codes: beyond that the points merge into a smear
-
-
-def axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
-    """The given Axes and its Figure, or a new Figure (no pyplot state, any backend) with one Axes."""
-    if ax is not None:
-        return ax.figure, ax
-    figure = Figure(figsize=size, layout="constrained")
-    return figure, figure.add_subplot()
-
-
-def formats_list(formats: Sequence[Format | str] | Format | str) -> list[Format]:
-    items = [formats] if isinstance(formats, (str, Format)) else list(formats)
-    if not items:
-        raise ValueError("formats must name at least one format")
-    return [get_format(f) for f in items]
-
-
-def _power(value: float) -> str:
-    exponent = np.log2(value)
-    return f"2^{int(exponent)}" if exponent == int(exponent) else f"{value:.6g}"
-
-
-def _exact_max(fmt: Format) -> str:
-    """max exactly: as an integer when short, else as (2 − k·2^-nmant)·2^emax."""
-    if fmt.max < 1e6:
-        return f"{fmt.max:g}"
-    k = round((2 - fmt.max / 2.0**fmt.emax) * 2**fmt.nmant)  # max = (2 - k·2^-nmant)·2^emax, k = 1 or 2
-    return f"(2−{'' if k == 1 else f'{k}·'}2^-{fmt.nmant})·2^{fmt.emax}"
+REGION_SHADES = {"subnormal": 0.55, "normal": 0.85, "overflow": 0.15}
+NORMAL_BINADES_SHOWN = 6  # the precision tooth is the same in every normal binade: a few show it
+SAMPLES_PER_BINADE = 48
 
 
 def range_diagram(formats: Sequence[Format | str] = ("fp32", "fp16", "bf16", "fp8_e4m3"), ax: Axes | None = None):
-    """One bar per format on a log2 axis: subnormal, normal and overflow regions, with the key values marked."""
+    """One bar per format on a log2 axis: subnormal, normal and overflow regions, with the key values marked.
+
+    Each label sits where no other can reach it: the least subnormal left of the bar, the least normal above,
+    max to the right; 1 is one dashed line across all bars.
+    """
     fmts = formats_list(formats)
-    figure, ax = axes(ax, (10, 1.2 + 0.8 * len(fmts)))
-    left = min(np.log2(f.smallest_subnormal) for f in fmts) - 4
-    right = max(np.log2(f.max) for f in fmts) + 4
+    figure, ax = axes(ax, (10, 1.6 + 0.75 * len(fmts)))
+    left = min(np.log2(f.smallest_subnormal) for f in fmts) - 2
+    right = max(np.log2(f.max) for f in fmts) + 6
     for row, fmt in enumerate(fmts):
-        low, normal, top = np.log2(fmt.smallest_subnormal), float(fmt.emin), np.log2(fmt.max)
-        y, look = len(fmts) - 1 - row, style(fmt)
-        spans = {"subnormal": (low, normal), "normal": (normal, top), "overflow": (top, right)}
-        for region, (start, stop) in spans.items():
-            if stop <= start:
-                continue  # no subnormals (flush-to-zero, or no mantissa bits)
-            shade = {"normal": 0.85, "subnormal": 0.45, "overflow": 0.12}[region]
-            bar = ax.barh(y, stop - start, left=start, height=0.5, color=REGION_COLORS[region], hatch=hatch(fmt),
-                          alpha=shade, edgecolor=look["color"])  # fmt: skip
-            bar.patches[0].set_gid(f"{fmt.name}:{region}")
-        marks = {"smallest subnormal": fmt.smallest_subnormal, "smallest normal": fmt.smallest_normal,
-                 "1.0": 1.0, "max": fmt.max}  # fmt: skip
-        for i, (name, value) in enumerate(marks.items()):
-            x = np.log2(value)
-            ax.plot([x], [y], marker="|", markersize=18, color="black")
-            text = _power(value) if name != "max" else _exact_max(fmt)
-            ax.annotate(text, (x, y), xytext=(0, 13 if i % 2 else -17), textcoords="offset points", ha="center",
-                        fontsize=7)  # fmt: skip
+        _range_bar(ax, fmt, len(fmts) - 1 - row, right)
+    ax.axvline(0, color="#444444", linestyle="--", linewidth=0.8, zorder=0)
+    ax.annotate(" x = 1", (0, 0), xycoords=("data", "axes fraction"), xytext=(2, 3), textcoords="offset points",
+                fontsize=7, color="#444444")  # fmt: skip
+    span = right - left
+    ax.set_xlim(left - 0.12 * span, right + 0.16 * span)  # room for the labels beside the bars
+    ax.set_ylim(-0.7, len(fmts) - 0.3)
     ax.set_yticks(range(len(fmts)), [f.name for f in reversed(fmts)])
-    ax.set_xlim(left, right + 0.15 * (right - left))  # room for the max labels
-    key = [Rectangle((0, 0), 1, 1, color=REGION_COLORS[r], alpha=a) for r, a in
-           (("subnormal", 0.45), ("normal", 0.85), ("overflow", 0.12))]  # fmt: skip
-    ax.legend(key, ["subnormal", "normal", "overflow"], loc="lower right", fontsize=8)
-    ax.set_xlabel("log2 |x|   (bars: subnormal, normal, overflow; ticks: least subnormal, least normal, 1, max)")
+    key = [Patch(color=REGION_COLORS[r], alpha=a, label=r) for r, a in REGION_SHADES.items()]
+    ax.legend(handles=key, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="region", title_fontsize=8)
+    ax.set_xlabel(r"$\log_2 |x|$   (marks: least subnormal, least normal, max; dashed: 1)")
     decades = ax.secondary_xaxis("top", functions=(lambda v: v * np.log10(2), lambda v: v / np.log10(2)))
-    decades.set_xlabel("log10 |x|")
-    ax.set_title("Range of each format")
+    decades.set_xlabel(r"$\log_{10} |x|$")
+    ax.set_title("Range of each format: from the least subnormal to max")
     return figure, ax
+
+
+def _range_bar(ax: Axes, fmt: Format, y: float, right: float) -> None:
+    low, normal, top = np.log2(fmt.smallest_subnormal), float(fmt.emin), np.log2(fmt.max)
+    spans = {"subnormal": (low, normal), "normal": (normal, top), "overflow": (top, right)}
+    for region, (start, stop) in spans.items():
+        if stop > start:  # no subnormal bar without subnormals (flush-to-zero, or no mantissa bits)
+            bar = ax.barh(y, stop - start, left=start, height=0.5, color=REGION_COLORS[region],
+                          alpha=REGION_SHADES[region], edgecolor="#333333", linewidth=0.5)  # fmt: skip
+            bar.patches[0].set_gid(f"{fmt.name}:{region}")
+    marks = [(normal, power_label(fmt.smallest_normal), (0, 11), "center")]
+    if low < normal:
+        marks.append((low, power_label(fmt.smallest_subnormal), (-6, -3), "right"))
+    marks.append((top, max_label(fmt), (6, -3), "left"))
+    for x, text, offset, align in marks:
+        ax.plot([x], [y], marker="|", markersize=16, color="black")
+        ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", ha=align, fontsize=9,
+                    gid=f"{fmt.name}:label")  # fmt: skip
 
 
 def precision_diagram(
     formats: Sequence[Format | str] = ("fp32", "fp16", "bf16", "fp8_e4m3"),
-    ax: Axes | None = None,
+    ax: object = None,
     absolute: bool = False,
-    points: int = 4000,
 ):
-    """log2 of ulp(x)/x (or of ulp(x) with absolute=True) against log2|x|: the saw-tooth of precision.
+    """log2 of ulp(x)/|x| (or of ulp(x) with absolute=True) against log2|x|, one row of two panels per format.
 
-    Drawn in log2 units on linear axes, like range_diagram: matplotlib's log scale overflows near fp64's max.
+    Left: the subnormal tail and the first normal binades (precision drains away below 2^emin); right: a
+    zoom around 1, where the tooth that every normal binade repeats is tall enough to read.
     """
     fmts = formats_list(formats)
-    figure, ax = axes(ax, (9, 5))
-    for fmt in fmts:
-        with np.errstate(over="ignore"):  # fp64's top exponent rounds past max: clipped back just below
-            spread = np.exp2(np.linspace(np.log2(fmt.smallest_subnormal), np.log2(fmt.max), points))
-        x = np.clip(spread, fmt.smallest_subnormal, fmt.max)
-        edges = np.ldexp(1.0, np.arange(fmt.emin - fmt.nmant, fmt.emax + 1))  # each binade's start: the teeth
-        x = np.unique(np.concatenate([x, edges, np.nextafter(edges, 0)]))
-        x = x[x >= fmt.smallest_subnormal]  # below it lies only zero
-        spacing = fmt.ulp(x)
-        ax.plot(np.log2(x), np.log2(spacing if absolute else spacing / x), label=fmt.name, **style(fmt))
-        if not absolute:
-            ax.axhline(-fmt.nmant, linewidth=0.6, **{**style(fmt), "linestyle": ":"})
-            ax.annotate(f"eps {_power(fmt.eps)}", (np.log2(fmt.max), -fmt.nmant), fontsize=7, ha="right", va="bottom")
-    ax.set_xlabel("log2 |x|")
-    ax.set_ylabel("log2 ulp(x)" if absolute else "log2 (ulp(x) / |x|)   (relative spacing)")
-    ax.set_title("Spacing of representable values" + (" (absolute)" if absolute else ": flat teeth, then subnormals"))
-    ax.legend()
-    return figure, ax
-
-
-def number_line(fmt: Format | str, ax: Sequence[Axes] | None = None):
-    """Every non-negative finite value of a small format, on a linear and on a log axis."""
-    fmt = get_format(fmt)
-    if fmt.bits > MAX_NUMBER_LINE_BITS:
-        raise ValueError(
-            f"number_line draws every value; {fmt.name} has {fmt.max_code + 1} non-negative codes, too many to "
-            f"see apart: use a format of at most {MAX_NUMBER_LINE_BITS} bits (fp8, fp6, fp4 or a custom eXmY)"
-        )
-    values = np.unique(decode(np.arange(fmt.max_code + 1), fmt))  # flush-to-zero codes collapse onto 0
-    if ax is None:
-        figure = Figure(figsize=(10, 3.6), layout="constrained")
-        linear, logarithmic = figure.subplots(2, 1)
-    elif isinstance(ax, Axes) or len(ax) != 2:
-        raise ValueError("ax must be a pair of Axes (linear, log) for number_line")
-    else:
-        linear, logarithmic = ax
-        figure = linear.figure
-    subnormal = (values > 0) & (values < fmt.smallest_normal)
-    positive = values > 0
-    for axis, shown, sub in ((linear, values, subnormal), (logarithmic, values[positive], subnormal[positive])):
-        axis.plot(shown[~sub], np.zeros((~sub).sum()), "|", markersize=14, color=REGION_COLORS["normal"],
-                  label="normal" + (" and zero" if axis is linear else ""), gid="normal")  # fmt: skip
-        axis.plot(shown[sub], np.zeros(sub.sum()), "|", markersize=14, color=REGION_COLORS["subnormal"],
-                  label="subnormal", gid="subnormal")  # fmt: skip
-        axis.set_yticks([])
-        axis.legend(loc="upper left", fontsize=8)
-    logarithmic.set_xscale("log", base=2)
-    linear.set_title(f"{fmt.name}: all {len(values)} non-negative values (linear: dense near 0, sparse near max)")
-    logarithmic.set_title(f"log axis: evenly spread binades; the gap from 0 to {_power(fmt.smallest_subnormal)}")
-    return figure, (linear, logarithmic)
-
-
-def bit_layout(value: float, fmt: Format | str, rounding: str = "nearest_even", ax: Axes | None = None):
-    """The bits of `value` stored in fmt as boxes coloured by field, with the decoded meaning below."""
-    e = explain(value, fmt, rounding)
-    fmt = e.fmt
-    figure, ax = axes(ax, (max(4.0, 0.45 * fmt.bits + 1), 2.6))
-    position = 0
-    for field_name, bits in e.bit_fields.items():
-        for bit in bits:
-            ax.add_patch(Rectangle((position, 0), 1, 1, facecolor=FIELD_COLORS[field_name], edgecolor="white",
-                                   gid=field_name))  # fmt: skip
-            ax.text(position + 0.5, 0.5, bit, ha="center", va="center", fontsize=11, color="white", weight="bold")
-            position += 1
-        if bits:
-            ax.text(position - len(bits) / 2, 1.25, field_name, ha="center", fontsize=9)
-    significand = "0." if e.category == "subnormal" else "1."
-    if e.category in ("subnormal", "normal"):
-        digits = f"{significand}{e.bit_fields['mantissa'] or '0'}₂"
-        meaning = f"{e.category}: (-1)^{e.bit_fields['sign']} × 2^{e.exponent} × {digits}"
-    else:
-        meaning = f"{e.category} (sign {e.bit_fields['sign']})"
-    raised = ", ".join(n for n, c in e.flags.as_dict().items() if c and n != "total") or "exact"
-    stored = e.exact_value if len(e.exact_value) < 40 else repr(float(e.value))
-    ax.text(0, -0.45, f"{meaning} = {stored}", fontsize=9)
-    ax.text(0, -0.85, f"input {value!r}, hex 0x{e.code:0{(fmt.bits + 3) // 4}x}, error {float(e.abs_error):+.3g}, "
-            f"{e.rounding}: {raised}", fontsize=8, color="#555555")  # fmt: skip
-    ax.set_xlim(-0.2, fmt.bits + 0.2)
-    ax.set_ylim(-1.1, 1.6)
-    ax.set_axis_off()
-    ax.set_title(f"{value!r} in {fmt.name}")
-    return figure, ax
-
-
-def rounding_error(
-    fmt: Format | str,
-    low: float = 1.0,
-    high: float | None = None,
-    modes: Sequence[str] = ("nearest_even", "toward_zero", "up", "down", "stochastic"),
-    ax: Axes | None = None,
-    samples: int = 801,
-    draws: int = 64,
-    seed: int = 0,
-):
-    """round(x) − x across [low, high] (default: eight ulps above `low`), per mode, in units of the ulp at low.
-
-    Stochastic rounding is drawn `draws` times: the band shows its spread, the line its mean (≈ 0: unbiased).
-    """
-    fmt = get_format(fmt)
-    unknown = set(modes) - set(ROUNDING_MODES)
-    if unknown or not modes:
-        raise ValueError(f"modes must be a non-empty list of {', '.join(ROUNDING_MODES)}; got {list(modes)!r}")
-    unit = float(fmt.ulp(low))
-    high = low + 8 * unit if high is None else high
-    if not high > low:
-        raise ValueError(f"high must be greater than low, got low={low} and high={high}")
-    x = np.linspace(low, high, samples)
-    figure, ax = axes(ax, (9, 4.5))
-    for i, mode in enumerate(modes):
-        look = {"color": PALETTE[i % len(PALETTE)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
-        if mode == "stochastic":
-            rng = np.random.default_rng(seed)
-            errors = np.stack([round_to(x, fmt, mode, rng=rng) - x for _ in range(draws)]) / unit
-            ax.fill_between(x, errors.min(axis=0), errors.max(axis=0), alpha=0.2, color=look["color"])
-            ax.plot(x, errors.mean(axis=0), label=f"{mode} (mean of {draws}; band: range)", **look)
+    figure, grid = panel_grid(ax, len(fmts), 2, (10, 0.6 + 2.1 * len(fmts)), width_ratios=(2, 1))
+    for fmt, (tail, zoom) in zip(fmts, grid):
+        start, stop = _tail_window(fmt)
+        _spacing(tail, fmt, (start, stop), absolute)
+        _spacing(zoom, fmt, (max(-2.0, start), min(2.0, np.log2(fmt.max))), absolute)
+        has_subnormals = fmt.subnormals and fmt.smallest_subnormal < fmt.smallest_normal
+        tail.set_title(f"{fmt.name}: " + ("subnormals and " if has_subnormals else "no subnormals; ")
+                       + "the first normal binades", fontsize=9)  # fmt: skip
+        zoom.set_title(f"around 1: one {'step' if absolute else 'tooth'} per binade, {fmt.emax - fmt.emin + 1} in all",
+                       fontsize=9)  # fmt: skip
+        if absolute:
+            zoom.set_ylim(-fmt.nmant - 2.5, -fmt.nmant + 1.5)
         else:
-            ax.plot(x, (round_to(x, fmt, mode) - x) / unit, label=mode, **look)
-    ax.set_xlabel("x")
-    ax.set_ylabel(f"round(x) − x  [ulp = {_power(unit)}]")
-    ax.set_title(f"Rounding error in {fmt.name}")
-    ax.legend(fontsize=8)
-    return figure, ax
+            tail.set_ylim(-fmt.nmant - 1.8, 0.8)
+            zoom.set_ylim(-fmt.nmant - 1.5, -fmt.nmant + 0.6)
+            zoom.set_yticks([-fmt.nmant - 1, -fmt.nmant],
+                            [f"$u = 2^{{{-fmt.nmant - 1}}}$", f"$\\varepsilon = 2^{{{-fmt.nmant}}}$"])  # fmt: skip
+    what = r"$\log_2$ ulp(x)" if absolute else r"$\log_2$ (ulp(x) / |x|)"
+    for axis in grid[:, 0]:
+        axis.set_ylabel(what)
+    for axis in grid[-1]:
+        axis.set_xlabel(r"$\log_2 |x|$")
+    if ax is None:
+        figure.suptitle("Absolute spacing ulp(x): constant through the subnormals, doubling with each normal binade"
+                        if absolute else "Relative spacing ulp(x)/|x|: the same ε-tooth in every normal binade, "
+                        "a climb to 1 through the subnormals")  # fmt: skip
+    return figure, grid
+
+
+def _tail_window(fmt: Format) -> tuple[float, float]:
+    """From the least subnormal (the least normal without subnormals) to a few normal binades above emin."""
+    start = np.log2(fmt.smallest_subnormal) if fmt.subnormals else float(fmt.emin)
+    return start, min(fmt.emin + NORMAL_BINADES_SHOWN, np.log2(fmt.max))
+
+
+def _spacing(axis: Axes, fmt: Format, window: tuple[float, float], absolute: bool) -> None:
+    first, last = int(np.floor(window[0])), int(np.ceil(window[1]))
+    steps = np.arange(SAMPLES_PER_BINADE) / SAMPLES_PER_BINADE
+    x = np.concatenate([np.ldexp(1.0 + steps, b) for b in range(first, last)] + [np.ldexp(1.0, [last])])
+    x = np.sort(np.concatenate([x, np.nextafter(np.ldexp(1.0, np.arange(first + 1, last + 1)), 0)]))  # tooth tips
+    x = x[(x >= 2.0 ** window[0]) & (x < 2.0 ** window[1])]
+    spacing = fmt.ulp(x)
+    axis.plot(np.log2(x), np.log2(spacing if absolute else spacing / x), color=style(fmt)["color"], gid=fmt.name)
+    if fmt.subnormals and fmt.smallest_subnormal < fmt.smallest_normal and fmt.emin > window[0]:
+        axis.axvspan(window[0], fmt.emin, color=REGION_COLORS["subnormal"], alpha=0.15, linewidth=0)
+        axis.text(fmt.emin, 0.88, "subnormal | normal", transform=axis.get_xaxis_transform(), ha="center",
+                  fontsize=7, color="#555555")  # fmt: skip
+    if not absolute:
+        for level, dash in ((-fmt.nmant, ":"), (-fmt.nmant - 1, "--")):
+            axis.axhline(level, color="#777777", linestyle=dash, linewidth=0.7)
+    axis.set_xlim(*window)

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from fpsim.formats import Format
-from fpsim.plots.formats import formats_list
-from fpsim.plots.style import REGION_COLORS, style
+from fpsim.plots.layout import formats_list, panel_grid
+from fpsim.plots.style import REGION_COLORS
+from fpsim.plots.training import scenario_name
+from fpsim.train import History
 
 
 def _gradient_values(values: object) -> np.ndarray:
@@ -58,53 +60,90 @@ def gradient_bands(values: object, fmt: Format | str) -> dict[str, float]:
     }
 
 
+NEAR_EDGES = 16  # binades beyond the data within which a band edge is still worth showing
+
+
 def gradient_histogram(
     values: object, formats: Sequence[Format | str] | Format | str = ("fp16",), scale: float | None = None,
     bins: int = 80, ax: object = None,
 ):  # fmt: skip
-    """Histogram of log2|g| with each format's bands shaded and their fractions written; with `scale`, a
-    second panel shows the same gradients multiplied by the loss scale."""
+    """Histogram of log2|g| against each format's flush, subnormal, normal and overflow bands, one panel per
+    format; with `scale`, a second panel per format shows the same gradients times the loss scale. Every panel
+    shares one x range, so the shift that scaling causes is visible.
+
+    `values` is an array of gradients, or a History: its last step's gradient sample, named in the title.
+    """
     fmts = formats_list(formats)
-    data = _gradient_values(values)
-    panels = [("gradients", data)] + ([(f"× {scale:g} (loss scale)", data * scale)] if scale else [])
+    history = values if isinstance(values, History) else None
+    data = _gradient_values(history.gradient_sample if history else values)
     if scale is not None and not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0, got {scale}")
-    if ax is None:
-        figure = Figure(figsize=(10, 3.4 * len(panels)), layout="constrained")
-        axes = figure.subplots(len(panels), 1, squeeze=False)[:, 0]
-    else:
-        axes = np.atleast_1d(ax)
-        figure = axes[0].figure
-        if len(axes) != len(panels):
-            raise ValueError(f"ax must hold {len(panels)} Axes for these panels, got {len(axes)}")
-    for axis, (title, sample) in zip(axes, panels):
-        logs = np.log2(np.abs(sample[sample != 0]))
-        axis.hist(logs, bins=bins, color="#777777", alpha=0.8)
-        for row, fmt in enumerate(fmts):
-            _shade(axis, fmt, gradient_bands(sample, fmt), row, logs)
-        axis.set_xlabel("log2 |g|")
+    samples = [("as computed", data)] + ([(f"× {scale:g} (loss scale)", data * scale)] if scale else [])
+    panels = [(fmt, name, sample) for fmt in fmts for name, sample in samples]
+    figure, grid = panel_grid(ax, len(panels), 1, (10, 1.0 + 2.6 * len(panels)), sharex=True)
+    logs = [np.log2(np.abs(sample[sample != 0])) for _, _, sample in panels]
+    left, right = _window(fmts, logs)
+    edges = np.linspace(left, right, bins + 1)  # one set of bins: bars compare across panels
+    what = "the last step's" if history else "the"
+    for axis, (fmt, name, sample), shown in zip(grid[:, 0], panels, logs):
+        axis.hist(shown, bins=edges, color="#555555", alpha=0.85, gid="gradients")
+        _shade(axis, fmt, (left, right))
+        bands = gradient_bands(sample, fmt)
+        axis.set_title(f"{fmt.name}, gradients {name}: " + _band_text(bands, f"{what} {len(sample)} gradients"),
+                       loc="left", fontsize=9)  # fmt: skip
         axis.set_ylabel("count")
-        axis.set_title(f"{title}: {len(sample)} values")
-    return figure, axes
+    grid[-1, 0].set_xlabel(r"$\log_2 |g|$")
+    grid[-1, 0].set_xlim(left, right)
+    grid[0, 0].legend(handles=_band_key(), loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8,
+                      title="a value in this band", title_fontsize=8)  # fmt: skip
+    if ax is None:
+        figure.suptitle(_histogram_title(history, len(data)))
+    return figure, grid[:, 0]
 
 
-def _shade(axis, fmt: Format, bands: dict[str, float], row: int, logs: np.ndarray) -> None:
-    least, normal = np.log2(fmt.smallest_subnormal), float(fmt.emin)
-    left = min(logs.min(), least) - 1
+def _window(fmts: list[Format], logs: list[np.ndarray]) -> tuple[float, float]:
+    """Where the data lie, widened to show band edges within NEAR_EDGES binades of them."""
+    low, high = min(x.min() for x in logs) - 2, max(x.max() for x in logs) + 2
+    edges = [e for f in fmts for e in (np.log2(f.smallest_subnormal) - 1, f.emin, np.log2(f.max))]
+    near = [e for e in edges if low - NEAR_EDGES < e < high + NEAR_EDGES]
+    return min([low, *near]) - 1, max([high, *near]) + 1
+
+
+def _histogram_title(history: History | None, size: int) -> str:
+    if history is None:
+        return f"Gradient magnitudes ({size} finite values) against each format's bands"
+    scenario = scenario_name(history.config)
+    where = f"the {scenario} scenario" if scenario else "custom settings"
+    return (f"Gradients of the {history.policy['name']} run ({where}) at its last step (step {len(history.loss)}): "
+            f"{size} sampled values, unscaled")  # fmt: skip
+
+
+def _band_text(bands: dict[str, float], of_what: str) -> str:
+    parts = [f"flushed {bands['flush']:.1%}", f"subnormal {bands['subnormal']:.1%}", f"normal {bands['normal']:.1%}"]
+    parts += [f"{extra} {bands[extra]:.1%}" for extra in ("overflow", "zero") if bands[extra]]  # zeros have no log2
+    return ", ".join(parts) + f" of {of_what}"
+
+
+BAND_LABELS = {
+    "flush": "rounds to zero (flushed)",
+    "subnormal": "subnormal: fewer significant bits",
+    "normal": "normal: full precision",
+    "overflow": "overflows to inf (or max)",
+}
+
+
+def _band_key() -> list:
+    return [Patch(facecolor=REGION_COLORS[r], alpha=0.3, label=text) for r, text in BAND_LABELS.items()]
+
+
+def _shade(axis, fmt: Format, span: tuple[float, float]) -> None:
+    """The bands where a value rounds to zero, a subnormal, a normal value, past max; edges at the midpoints."""
+    least, normal, top = np.log2(fmt.smallest_subnormal), float(fmt.emin), np.log2(fmt.max)
     has_subnormals = fmt.subnormals and fmt.nmant > 0
-    edge = least - 1 if has_subnormals else normal - 1
-    spans = {"flush": (left, edge), "subnormal": (edge, normal) if has_subnormals else (0, 0),
-             "normal": (normal, np.log2(fmt.max))}  # fmt: skip
-    patterns = {"flush": "//", "subnormal": "..", "normal": ""}  # hatching tells the bands apart in greyscale
+    edge = least - 1 if has_subnormals else normal - 1  # half the least subnormal (normal) rounds to zero
+    spans = {"flush": (span[0], edge), "subnormal": (edge, normal) if has_subnormals else (0, 0),
+             "normal": (normal, top), "overflow": (top, span[1])}  # fmt: skip
     for region, (start, stop) in spans.items():
         if stop > start:
-            axis.axvspan(start, stop, facecolor=REGION_COLORS[region], alpha=0.15, hatch=patterns[region],
-                         edgecolor=REGION_COLORS[region], linewidth=0, gid=f"{fmt.name}:{region}")  # fmt: skip
-    axis.axvline(least - 1, **style(fmt), linewidth=1)
-    axis.axvline(normal, **style(fmt), linewidth=1)
-    text = f"{fmt.name}: flushed {bands['flush']:.1%}, subnormal {bands['subnormal']:.1%}, normal {bands['normal']:.1%}"
-    for extra in ("overflow", "zero"):  # exact zeros have no log2 and are not drawn: say how many
-        if bands[extra]:
-            text += f", {extra} {bands[extra]:.1%}"
-    axis.text(0.01, 0.95 - 0.09 * row, text, transform=axis.transAxes, fontsize=8, va="top", color=style(fmt)["color"],
-              bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})  # fmt: skip
+            axis.axvspan(start, stop, facecolor=REGION_COLORS[region], alpha=0.3 if region != "overflow" else 0.15,
+                         linewidth=0, gid=f"{fmt.name}:{region}")  # fmt: skip

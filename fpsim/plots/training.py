@@ -1,20 +1,23 @@
 """Figures of training runs: loss curves, the loss-scale trajectory with skipped steps, flushed gradients,
 and a simulator-versus-hardware overlay, all drawn from History records.
 
-Invariant: the figures only read Histories; each policy keeps one style in every figure.
+Invariant: the figures only read Histories; each policy keeps one style in every figure, and a run's first
+non-finite loss is marked in every panel, so a run that diverges never just vanishes.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
-from fpsim.plots.formats import axes
+from fpsim.plots.layout import axes, panel_grid
 from fpsim.plots.style import policy_style
-from fpsim.train import History
+from fpsim.train import SCENARIOS, Config, History
+
+MARKS_PER_LINE = 12  # sparse markers, offset per run, keep coinciding lines apart
 
 
 def _histories(histories: History | Sequence[History]) -> list[History]:
@@ -28,52 +31,111 @@ def _histories(histories: History | Sequence[History]) -> list[History]:
     return runs
 
 
-def _look(history: History) -> dict:
-    return policy_style(history.policy["name"])
+def scenario_name(config: dict) -> str | None:
+    """The named scenario whose settings a run's config holds, or None for custom settings."""
+    defaults = Config().to_dict()
+    for name, (_, settings) in SCENARIOS.items():
+        if settings and all(config.get(key) == value for key, value in settings.items()):
+            return name
+    changed = {key for _, settings in SCENARIOS.values() for key in settings}
+    return "baseline" if all(config.get(key) == defaults[key] for key in changed) else None
+
+
+def _name(history: History) -> str:
+    return history.policy["name"]
+
+
+def _draw(ax: Axes, runs: list[History], series: list[np.ndarray], step: bool = False) -> None:
+    """One line per run, with sparse markers offset per run; a series equal to an earlier run's says so."""
+    period = max(1, len(series[0]) // MARKS_PER_LINE)
+    for i, (h, values) in enumerate(zip(runs, series)):
+        twin = next((_name(o) for o, v in zip(runs[:i], series[:i]) if np.array_equal(v, values, equal_nan=True)), None)
+        label = _name(h) + (f" (same as {twin})" if twin else "")
+        markevery = (i * period // len(runs), period)
+        steps = np.arange(1, len(values) + 1)
+        shown = np.where(np.isfinite(values), values, np.nan)  # NaN and inf: gaps, marked by _mark_non_finite
+        ax.plot(steps, shown, label=label, markevery=markevery, markersize=4, drawstyle="steps-post" if step else
+                "default", gid=_name(h), **policy_style(_name(h)))  # fmt: skip
+    for h in runs:
+        if _first_non_finite(h):
+            _mark_non_finite(ax, h)
+
+
+def _first_non_finite(history: History) -> int | None:
+    """The first step (1-based) whose loss is NaN or inf, or None."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(history.loss, dtype=float)))
+    return int(bad[0]) + 1 if bad.size else None
+
+
+def _non_finite_label(history: History) -> str:
+    step = _first_non_finite(history)
+    return f"{_name(history)}: loss {'NaN' if np.isnan(history.loss[step - 1]) else 'inf'} from step {step}"
+
+
+def _mark_non_finite(ax: Axes, history: History) -> None:
+    """A dotted vertical line at the run's first non-finite step, named in the legend."""
+    look = policy_style(_name(history))
+    ax.axvline(_first_non_finite(history), color=look["color"], linestyle=":", linewidth=1.5,
+               label=_non_finite_label(history), gid=f"{_name(history)}:non-finite")  # fmt: skip
+
+
+def _mark_line_ends(ax: Axes, runs: list[History]) -> None:
+    """Where a loss line ends at a non-finite step: a cross on its last finite point, and the label beside it."""
+    for h in runs:
+        step = _first_non_finite(h)
+        if step and step > 1:
+            look = policy_style(_name(h))
+            ax.plot([step - 1], [h.loss[step - 2]], "X", color=look["color"], markersize=9, gid=f"{_name(h)}:end")
+            box = {"facecolor": "white", "edgecolor": look["color"], "alpha": 0.8, "linewidth": 0.5}
+            ax.annotate(_non_finite_label(h), (step - 1, h.loss[step - 2]), xytext=(8, -4), textcoords="offset points",
+                        fontsize=8, color=look["color"], va="top", bbox=box)  # fmt: skip
+
+
+def _legend(ax: Axes) -> None:
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)  # beside the data, never over it
 
 
 def loss_curves(histories: History | Sequence[History], ax: Axes | None = None, log: bool = False):
-    """Training loss per step, one line per run; NaN and inf steps are left as gaps."""
+    """Training loss per step, one line per run; the first NaN or inf step of a run is marked and labelled."""
     figure, ax = axes(ax, (8, 4.5))
-    for h in _histories(histories):
-        loss = np.asarray(h.loss, dtype=float)
-        ax.plot(np.arange(1, len(loss) + 1), np.where(np.isfinite(loss), loss, np.nan), label=h.policy["name"],
-                **_look(h))  # fmt: skip
+    runs = _histories(histories)
+    _draw(ax, runs, [np.asarray(h.loss, dtype=float) for h in runs])
+    _mark_line_ends(ax, runs)
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("Training loss")
-    ax.legend()
+    ax.set_ylabel("loss" + (" (log scale)" if log else ""))
+    ax.set_title("Training loss per step", loc="left")
+    _legend(ax)
     return figure, ax
 
 
 def scale_trajectory(histories: History | Sequence[History], ax: Axes | None = None):
-    """The loss scale per step on a log2 axis, skipped (overflow) steps marked with crosses."""
+    """The loss scale per step on a log2 axis; skipped steps (inf or NaN gradients) marked with crosses."""
     figure, ax = axes(ax, (8, 4))
-    for h in _histories(histories):
-        steps, scale = np.arange(1, len(h.scale) + 1), np.asarray(h.scale)
-        skipped = np.asarray(h.skipped, dtype=bool)
-        ax.step(steps, scale, where="post", label=h.policy["name"], **_look(h))
-        ax.plot(steps[skipped], scale[skipped], "x", color=_look(h)["color"], gid=f"{h.policy['name']}:skipped",
-                label=f"{h.policy['name']}: {skipped.sum()} skipped")  # fmt: skip
+    runs = _histories(histories)
+    _draw(ax, runs, [np.asarray(h.scale, dtype=float) for h in runs], step=True)
+    for h in runs:
+        steps, scale, skipped = np.arange(1, len(h.scale) + 1), np.asarray(h.scale), np.asarray(h.skipped, dtype=bool)
+        if skipped.any():  # "0 skipped" in the legend would say nothing
+            ax.plot(steps[skipped], scale[skipped], "x", color=policy_style(_name(h))["color"], markersize=7,
+                    gid=f"{_name(h)}:skipped", label=f"{_name(h)}: {skipped.sum()} steps skipped")  # fmt: skip
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss scale")
-    ax.set_title("Loss scale: backs off on overflow, grows after clean runs")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("loss scale (log2)")
+    ax.set_title("Loss scale per step (1: no scaling); × a skipped step: inf/NaN gradients, scale backs off",
+                 loc="left")  # fmt: skip
+    _legend(ax)
     return figure, ax
 
 
 def flushed_fraction(histories: History | Sequence[History], ax: Axes | None = None):
     """The share of gradient elements flushed to zero in the gradient format, per step."""
     figure, ax = axes(ax, (8, 4))
-    for h in _histories(histories):
-        ax.plot(np.arange(1, len(h.flushed) + 1), 100 * np.asarray(h.flushed), label=h.policy["name"], **_look(h))
-    ax.set_xlabel("step")
-    ax.set_ylabel("gradients flushed to zero (%)")
-    ax.set_title("Gradient underflow")
-    ax.legend()
+    runs = _histories(histories)
+    _draw(ax, runs, [100 * np.asarray(h.flushed, dtype=float) for h in runs])
+    ax.set_ylabel("flushed (%)")
+    ax.set_title("Gradient elements flushed to zero in the gradient format (nonzero before rounding), per step",
+                 loc="left")  # fmt: skip
+    _legend(ax)
     return figure, ax
 
 
@@ -82,8 +144,8 @@ def simulator_vs_hardware(simulated: History, hardware: History, ax: Axes | None
     _histories([simulated, hardware])
     figure, ax = axes(ax, (8, 4.5))
     for h, label, dashes in ((simulated, "simulator", "-"), (hardware, "hardware", "--")):
-        ax.plot(np.arange(1, len(h.loss) + 1), h.loss, linestyle=dashes, color=_look(h)["color"],
-                label=f"{h.policy['name']} ({label})")  # fmt: skip
+        ax.plot(np.arange(1, len(h.loss) + 1), h.loss, linestyle=dashes, color=policy_style(_name(h))["color"],
+                label=f"{_name(h)} ({label})")  # fmt: skip
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("Simulator against hardware")
@@ -91,12 +153,26 @@ def simulator_vs_hardware(simulated: History, hardware: History, ax: Axes | None
     return figure, ax
 
 
-def training_figure(histories: History | Sequence[History]):
-    """Loss, loss scale and flushed gradients of the runs, one panel each."""
+def training_figure(histories: History | Sequence[History], ax: object = None):
+    """Loss, loss scale and flushed gradients of the runs, one panel each (`ax`: three Axes, top to bottom);
+    a new figure is titled with the scenario the runs share."""
     runs = _histories(histories)
-    figure = Figure(figsize=(9, 10), layout="constrained")
-    top, middle, bottom = figure.subplots(3, 1, sharex=True)
+    figure, grid = panel_grid(ax, 3, 1, (10, 10), sharex=True)
+    top, middle, bottom = grid[:, 0]
     loss_curves(runs, ax=top, log=True)
     scale_trajectory(runs, ax=middle)
     flushed_fraction(runs, ax=bottom)
+    bottom.set_xlabel("step")
+    if ax is None:
+        figure.suptitle(_figure_title(runs))
     return figure, (top, middle, bottom)
+
+
+def _figure_title(runs: list[History]) -> str:
+    names = {scenario_name(h.config) for h in runs}
+    policies = ", ".join(_name(h) for h in runs)
+    if len(names) == 1 and None not in names:
+        (name,) = names
+        lesson = textwrap.fill(SCENARIOS[name][0], 110)
+        return f"Scenario {name!r}: {policies}, {len(runs[0].loss)} steps\n{lesson}"
+    return f"Training runs: {policies} (custom settings)"
