@@ -60,8 +60,24 @@ def _from_objects(items: list, shape: tuple, name: str) -> np.ndarray:
     return np.array([float(v) for v in items], dtype=np.float64).reshape(shape)
 
 
+def _is_masked(x: object) -> bool:
+    if isinstance(x, (list, tuple)):
+        return any(map(_is_masked, x))
+    return isinstance(x, np.ma.MaskedArray)
+
+
+def _refuse_masked(x: object, name: str) -> None:
+    # np.asarray(masked) returns the data under the mask as if it were valid: refuse rather than drop the mask
+    if _is_masked(x):
+        raise TypeError(
+            f"{name} is or holds a numpy masked array, and fpsim keeps no masks: pass {name}.filled(value) to "
+            f"choose what masked elements become, or {name}.compressed() to drop them"
+        )
+
+
 def as_real_array(x: object, name: str) -> tuple[np.ndarray, bool]:
     """Return (array whose dtype widens exactly to float64, whether x was a scalar)."""
+    _refuse_masked(x, name)
     if isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got bool")
     if isinstance(x, (np.floating, np.integer)):
@@ -89,6 +105,7 @@ def as_float64(x: object, name: str) -> tuple[np.ndarray, bool]:
 
 def as_codes(x: object, bits: int, name: str) -> tuple[np.ndarray, bool]:
     """Bit patterns as a uint64 array, each checked to lie in [0, 2^bits); and whether x was a scalar."""
+    _refuse_masked(x, name)
     if isinstance(x, (bool, np.bool_, float, np.floating)):
         raise TypeError(f"{name} must be non-negative integers (bit patterns), got {type(x).__name__}")
     if _is_torch_tensor(x):

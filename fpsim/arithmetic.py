@@ -13,17 +13,19 @@ import math
 import sys
 from collections.abc import Callable
 from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 
 from fpsim._inputs import as_float64, restore_scalar
-from fpsim.flags import Flags, suspended
+from fpsim.flags import Flags, suspended, tracking
 from fpsim.formats import Format
 from fpsim.rounding import Rounding
 
 MAX_PRECISION = 25  # 53 >= 2p + 2: float64 intermediates are innocuous (see the module docstring)
 OPERAND_POLICIES = {
-    "round": "operands that the format cannot hold are rounded to it first (nearest_even), like a cast",
+    "round": "operands that the format cannot hold are rounded to it first (nearest_even), like a cast; "
+    "a cast that overflows is counted in the call's flags",
     "exact": "operands that the format cannot hold raise ValueError",
 }
 
@@ -43,31 +45,55 @@ def check_arithmetic_format(fmt: Format) -> None:
         )
 
 
-def operands(
-    values: tuple[object, ...], plan: Rounding, policy: str, names: str = "abc"
-) -> tuple[list[np.ndarray], tuple, bool]:
-    """The operands as flat float64 arrays of format values, broadcast together; their shape; all scalars?
+class Operands(NamedTuple):
+    """Operands cast to a format and broadcast together, and what their casts raised that the call reports."""
 
-    `names` are the operands' parameter names, for error messages.
+    arrays: list[np.ndarray]  # flat float64 arrays of format values, one per operand
+    shape: tuple
+    scalar: bool  # every operand was a scalar
+    raised: Flags  # the casts that overflowed, each counted as a rounding of its own
+
+
+def operands(
+    values: tuple[object, ...], plan: Rounding, policy: str, names: str = "abc", count_flags: bool = False
+) -> Operands:
+    """The operands as format values: cast like `round` (nearest_even, the plan's overflow policy), or refused.
+
+    A cast is the caller's conversion of an input, not the operation, so its flags are not counted, with one
+    exception: a cast that overflows changes what the operation computes (500 becomes inf, NaN or 448 in e4m3),
+    so with `count_flags` each one is counted as a rounding that raised overflow. Infinite operands are refused
+    in formats without infinity, where no cast can keep their meaning. `names` name the operands in errors.
     """
     if policy not in OPERAND_POLICIES:
         raise ValueError(f"inputs must be one of {', '.join(map(repr, OPERAND_POLICIES))}; got {policy!r}")
-    arrays, scalars = [], []
+    arrays, scalars, overflowed = [], [], 0
+    cast = Rounding.resolve(plan.fmt, "nearest_even", plan.overflow, on_nan=plan.on_nan)
     for value, name in zip(values, names):
         array, scalar = as_float64(value, name)
+        _refuse_infinity(array, plan.fmt, name)
         with suspended():  # casting the operands is not the operation whose flags the caller asked for
-            cast, _ = Rounding.resolve(plan.fmt, "nearest_even", plan.overflow, on_nan=plan.on_nan)(array)
-        if policy == "exact" and not np.array_equal(cast, array, equal_nan=True):
-            example = float(array[(cast != array) & ~np.isnan(array)].flat[0])
+            rounded, flags = cast(array, count_flags=count_flags)
+        if policy == "exact" and not np.array_equal(rounded, array, equal_nan=True):
+            example = float(array[(rounded != array) & ~np.isnan(array)].flat[0])
             raise ValueError(f"{name} holds {example!r}, which {plan.fmt.name} cannot represent; round it first")
-        arrays.append(cast)
+        overflowed += flags.overflow if flags is not None else 0
+        arrays.append(rounded)
         scalars.append(scalar)
     try:
         broadcast = np.broadcast_arrays(*arrays)
     except ValueError:
         shapes = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays))
         raise ValueError(f"operands must broadcast to one shape; got {shapes}") from None
-    return [np.ravel(x) for x in broadcast], broadcast[0].shape, all(scalars)
+    raised = Flags(total=overflowed, inexact=overflowed, overflow=overflowed)  # an overflowing cast is inexact
+    return Operands([np.ravel(x) for x in broadcast], broadcast[0].shape, all(scalars), raised)
+
+
+def _refuse_infinity(array: np.ndarray, fmt: Format, name: str) -> None:
+    if not fmt.has_inf and np.isinf(array).any():
+        raise ValueError(
+            f"{name} holds {float(array[np.isinf(array)].flat[0])}, but {fmt.name} has no infinity: round {name} "
+            f"to {fmt.name} first with fpsim.round, whose overflow= option says what an infinity becomes"
+        )
 
 
 def fraction_to_odd(value: Fraction) -> float:
@@ -132,7 +158,7 @@ def _apply(
     if options:
         raise TypeError(f"{name}() got unexpected keyword arguments: {', '.join(options)}")
     check_arithmetic_format(plan.fmt)
-    arrays, shape, scalar = operands(values, plan, inputs_policy)
+    arrays, shape, scalar, cast_overflow = operands(values, plan, inputs_policy, count_flags=want_flags or tracking())
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # IEEE results, counted as flags below
         exact = compute(plan.mode, *arrays)
     exact[np.isnan(exact) & ~np.logical_or.reduce([np.isnan(x) for x in arrays])] = np.nan  # +NaN, not x86's -NaN
@@ -142,7 +168,8 @@ def _apply(
             f"{name} produced NaN (an invalid operation such as 0/0, inf - inf or sqrt(-1), or a NaN operand) "
             f"and {plan.fmt.name} has no NaN; pass on_nan='zero' to store zero instead"
         )
-    rounded, flags = plan(exact, count_flags=want_flags, raised=_invalid_and_divide(exact, arrays, divide_by_zero))
+    raised = _invalid_and_divide(exact, arrays, divide_by_zero) + cast_overflow
+    rounded, flags = plan(exact, count_flags=want_flags, raised=raised)
     result = restore_scalar(rounded.reshape(shape), scalar)
     return (result, flags) if want_flags else result
 

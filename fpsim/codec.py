@@ -157,12 +157,42 @@ def classify(x: object, fmt: Format | str, rounding: str = "nearest_even", **opt
 
 
 def next_up(x: object, fmt: Format | str) -> np.ndarray | float:
-    """The least value of `fmt` greater than x (x itself need not be representable).
+    """The least value of `fmt` greater than x (x itself need not be representable); -0 steps like +0.
 
-    Past the largest finite value this is +inf; in a format without infinity it is NaN (there is none).
+    At or past the largest finite value no value of the format is greater: the result is +inf where the
+    format has infinities (IEEE 754 nextUp), NaN in e4m3fn, whose code after 448 is its NaN (as ml_dtypes'
+    nextafter gives); formats with neither (fp6, fp4) raise ValueError. nextUp(-inf) is -max; NaN gives NaN,
+    and raises ValueError in a format without NaN, as `round` does.
     """
     fmt = get_format(fmt)
     values, scalar = as_float64(x, "x")
+    _check_has_neighbour(values, fmt, "next_up", values >= fmt.max)
+    return restore_scalar(_next_up(values, fmt), scalar)
+
+
+def next_down(x: object, fmt: Format | str) -> np.ndarray | float:
+    """The greatest value of `fmt` less than x: -next_up(-x), as every format is symmetric (ends likewise)."""
+    fmt = get_format(fmt)
+    values, scalar = as_float64(x, "x")
+    _check_has_neighbour(values, fmt, "next_down", values <= -fmt.max)
+    return restore_scalar(np.negative(_next_up(-values, fmt)), scalar)
+
+
+def _check_has_neighbour(values: np.ndarray, fmt: Format, query: str, at_end: np.ndarray) -> None:
+    """Refuse what a format with neither infinity nor NaN has no answer for: NaN, and x at or past ±max."""
+    if fmt.nan != "none":
+        return
+    if np.isnan(values).any():
+        raise ValueError(f"x contains NaN, but {fmt.name} has no NaN encoding; {query} needs a number")
+    if at_end.any():
+        side = "above" if query == "next_up" else "below"
+        raise ValueError(
+            f"x holds {float(values[at_end].flat[0])!r}, and no value of {fmt.name} lies {side} it: its largest "
+            f"magnitude is {fmt.max!r} and it has neither infinity nor NaN; keep x within (-{fmt.max!r}, {fmt.max!r})"
+        )
+
+
+def _next_up(values: np.ndarray, fmt: Format) -> np.ndarray:
     with_subnormals = replace(fmt, subnormals=True)  # flush-to-zero formats skip its subnormals below
     with suspended():  # a query, not a rounding the caller's flag counts should see
         above = np.asarray(round(values, with_subnormals, "up", overflow="saturate", on_nan="zero"), dtype=np.float64)
@@ -171,16 +201,9 @@ def next_up(x: object, fmt: Format | str) -> np.ndarray | float:
     if not fmt.subnormals:  # the least value above a subnormal is the smallest normal, or -0 below zero
         subnormal = (above != 0) & (np.abs(above) < fmt.smallest_normal)
         above[subnormal] = np.where(above[subnormal] > 0, fmt.smallest_normal, -0.0)
-    above[values >= fmt.max] = np.inf if fmt.has_inf else np.nan
+    above[values >= fmt.max] = np.inf if fmt.has_inf else np.nan  # nothing above max: inf, or e4m3fn's NaN code
     above[np.isnan(values)] = np.nan
-    return restore_scalar(above, scalar)
-
-
-def next_down(x: object, fmt: Format | str) -> np.ndarray | float:
-    """The greatest value of `fmt` less than x: -next_up(-x), as every format is symmetric."""
-    values, scalar = as_float64(x, "x")
-    below = np.negative(next_up(-values, fmt))
-    return restore_scalar(below, scalar)
+    return above
 
 
 def _step_up(values: np.ndarray, fmt: Format) -> np.ndarray:

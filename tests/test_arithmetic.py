@@ -117,6 +117,62 @@ def test_operand_casts_follow_the_overflow_policy_and_invalid_results_are_positi
     assert fpsim.encode(fpsim.div(0.0, 0.0, "fp16"), "fp16") == 0x7E00  # the canonical NaN, whatever the CPU gives
 
 
+def flag_counts(flags):
+    return {name: count for name, count in flags.as_dict().items() if count}
+
+
+@pytest.mark.parametrize(
+    ("call", "result", "counts"),
+    [
+        # fp16 holds inf: inf·0 is invalid (IEEE 754 §7.2) and no cast changes anything
+        (lambda: fpsim.mul(np.inf, 0.0, "fp16", flags=True), np.nan, {"total": 1, "nan": 1, "invalid": 1}),
+        # 70000 > 65520 (max + half an ulp) becomes ±inf in the cast: two overflows, then inf - inf is invalid
+        (
+            lambda: fpsim.add(70000.0, -70000.0, "fp16", flags=True),
+            np.nan,
+            {"total": 3, "inexact": 2, "overflow": 2, "nan": 1, "invalid": 1},
+        ),
+        # e4m3fn has no inf and overflows to NaN: both operands become NaN, which the sum then carries
+        (
+            lambda: fpsim.add(1000.0, -1000.0, "e4m3", flags=True),
+            np.nan,
+            {"total": 3, "inexact": 2, "overflow": 2, "nan": 1},
+        ),
+        # fp4 saturates: ±100 become ±6, whose sum is an exact +0
+        (lambda: fpsim.add(100.0, -100.0, "fp4", flags=True), 0.0, {"total": 3, "inexact": 2, "overflow": 2}),
+        # 500 saturates to 448 and 448 - 96 = 352 is exact; 96 itself is an e4m3 value
+        (
+            lambda: fpsim.sub(500.0, 96.0, "e4m3", overflow="saturate", flags=True),
+            352.0,
+            {"total": 2, "inexact": 1, "overflow": 1},
+        ),
+        # an inexact cast that does not overflow is the caller's conversion, and is not counted
+        (lambda: fpsim.add(0.1, 0.0, "fp16", flags=True), 0.0999755859375, {"total": 1}),
+    ],
+)
+def test_operand_casts_that_overflow_are_counted_in_the_calls_flags(call, result, counts):
+    value, flags = call()
+    assert same_bits(value, result) and flag_counts(flags) == counts
+    with fpsim.track_flags() as tracked:
+        call()
+    assert tracked.as_dict() == flags.as_dict()
+
+
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda fmt: fpsim.mul(np.inf, 0.0, fmt),
+        lambda fmt: fpsim.add(np.inf, -np.inf, fmt, flags=True),
+        lambda fmt: fpsim.add(np.inf, 1.0, fmt, overflow="saturate"),
+        lambda fmt: fpsim.fma(1.0, 1.0, [0.0, -np.inf], fmt, inputs="exact"),
+    ],
+)
+def test_infinite_operands_are_refused_in_formats_without_infinity(fmt, call):
+    with pytest.raises(ValueError, match=r"holds -?inf, but \w+ has no infinity: round \w to"):
+        call(fmt)
+
+
 def test_broadcasting_shapes_and_scalars():
     assert fpsim.add([[1.0], [2.0]], [1.0, 2.0, 3.0], "fp16").shape == (2, 3)
     assert np.ndim(fpsim.mul(3.0, 0.5, "fp16")) == 0 and not isinstance(fpsim.mul(3.0, 0.5, "fp16"), np.ndarray)

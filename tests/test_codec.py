@@ -201,8 +201,30 @@ def test_next_up_and_down_walk_every_code(fmt):
     assert np.array_equal(ups[ordered[:-1] != -0.0], ordered[1:][ordered[:-1] != -0.0])
     assert fpsim.next_up(-0.0, fmt) == fpsim.next_up(0.0, fmt) == fmt.smallest_subnormal
     assert np.array_equal(fpsim.next_down(ordered[1:], fmt)[ordered[1:] != 0], ordered[:-1][ordered[1:] != 0])
-    beyond = np.inf if fmt.has_inf else np.nan
-    assert same_bits(fpsim.next_up([fmt.max, np.inf], fmt), [beyond, beyond]).all()
+
+
+# What lies past ±max, from each format's specification: IEEE formats have ±inf (nextUp(max) = inf, IEEE 754
+# §5.3.1); OCP e4m3fn has no inf and its code after 448, S.1111.111, is NaN; MX fp6/fp4 have no code after max.
+BEYOND_MAX = {"fp16": np.inf, "bf16": np.inf, "fp8_e5m2": np.inf, "fp32": np.inf, "fp8_e4m3": np.nan}
+
+
+@pytest.mark.parametrize("name", ["fp16", "bf16", "fp8_e5m2", "fp32", "fp8_e4m3", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1"])
+def test_next_up_and_down_past_the_largest_value(name):
+    fmt = fpsim.get_format(name)
+    top = [fmt.max, 2 * fmt.max]  # max itself, and a value beyond it
+    if name in BEYOND_MAX:
+        assert same_bits(fpsim.next_up(top, fmt), [BEYOND_MAX[name]] * 2).all()
+        assert same_bits(fpsim.next_down(np.negative(top), fmt), [-BEYOND_MAX[name]] * 2).all()
+        return
+    for x in top:  # fp6 and fp4 have neither infinity nor NaN: there is no answer to give
+        with pytest.raises(ValueError, match=rf"x holds {x!r}, and no value of {name} lies above it"):
+            fpsim.next_up(x, fmt)
+        with pytest.raises(ValueError, match=rf"x holds -{x!r}, and no value of {name} lies below it"):
+            fpsim.next_down([0.5, -x], fmt)
+    assert fpsim.next_down(fmt.max, fmt) < fmt.max and fpsim.next_up(-fmt.max, fmt) > -fmt.max  # the other way works
+    assert fpsim.next_up(-np.inf, fmt) == -fmt.max  # the least value above -inf
+    with pytest.raises(ValueError, match=f"x contains NaN, but {name} has no NaN encoding"):
+        fpsim.next_up(np.nan, fmt)
 
 
 def test_next_up_of_values_between_codes_and_flush_to_zero():

@@ -85,3 +85,27 @@ def test_ml_dtypes_arrays_widen_exactly(dtype):
 def test_bad_inputs_are_refused_with_the_argument_named(x, error, message):
     with pytest.raises(error, match=message):
         fpsim.round(x, "fp16")
+
+
+MASKED = np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, True, False])
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: fpsim.round(MASKED, "fp16"), "x"),
+        (lambda: fpsim.encode(MASKED, "fp16"), "x"),
+        (lambda: fpsim.round([MASKED, MASKED], "fp16"), "x"),  # nested in a list, the mask would vanish too
+        (lambda: fpsim.round(np.ma.masked, "fp16"), "x"),
+        (lambda: fpsim.decode(np.ma.masked_array([0x3C00], mask=[True]), "fp16"), "bits"),
+        (lambda: fpsim.add(1.0, MASKED, "fp16"), "b"),
+        (lambda: fpsim.sum(MASKED, "fp16"), "x"),
+        (lambda: fpsim.array(MASKED, "fp16"), "x"),
+    ],
+)
+def test_masked_arrays_are_refused_not_unmasked(call, name):
+    # np.asarray(MASKED) is [1, 2, 3]: the masked 2 would silently count as data
+    with pytest.raises(
+        TypeError, match=rf"^{name} is or holds a numpy masked array.*\.filled\(value\).*\.compressed\(\)"
+    ):
+        call()
