@@ -2,18 +2,23 @@
 
 Invariant: each partial sum is one correctly rounded addition in the accumulate format (the terms entering it
 exact, or rounded first when the model rounds products); the result is rounded once more, to the out format.
+Where a numpy dtype's own addition is that rounding (fp32, fp16, bf16 in nearest_even), sequential and Kahan
+sums run in the dtype, bit for bit the general loop's result; a NaN result is always the canonical +NaN.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
 from fpsim._inputs import restore_scalar
 from fpsim.arithmetic import check_arithmetic_format, operands, sum_to_odd
-from fpsim.flags import Flags
+from fpsim.flags import Flags, report, tracking
 from fpsim.formats import BF16, FP16, FP32, TF32, Format, get_format
 from fpsim.rounding import Rounding
 
@@ -112,8 +117,45 @@ def resolve_model(
     )
 
 
+_NATIVE_BLOCK = 1 << 16  # terms (times the batch) fetched per step of a fast path: bounded memory for matmul
+_GENERAL_ONLY: ContextVar[bool] = ContextVar("fpsim_general_loop", default=False)
+
+
+@contextmanager
+def general_loop() -> Iterator[None]:
+    """Reductions inside the block skip the native fast paths: for tests and benchmarks that compare the two."""
+    token = _GENERAL_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _GENERAL_ONLY.reset(token)
+
+
+@lru_cache(maxsize=1)
+def _native_dtypes() -> dict[Format, np.dtype]:
+    """Formats whose numpy dtype adds exactly as fpsim.add does in nearest_even with overflow to inf.
+
+    float32 adds in IEEE hardware. numpy's float16 and ml_dtypes' bfloat16 add in float32 and round the sum
+    once more, to nearest even: the double rounding is innocuous since float32's 24 bits are at least 2p + 2
+    (p = 11 and 8; Figueroa). The exponent range adds no hazard: a sum of two fp16 values lies within float32's
+    normal range; one of two bf16 values below 2^-126 is a multiple of 2^-133, exact in float32; and float32
+    overflows only past its own max, beyond bf16's overflow threshold (2 - 2^-8)·2^127, where bf16 is inf too.
+    """
+    dtypes = {FP32: np.dtype(np.float32), FP16: np.dtype(np.float16)}
+    try:  # bfloat16 is ml_dtypes' (a test dependency); without it, bf16 sums take the general loop
+        import ml_dtypes
+    except ImportError:
+        return dtypes
+    return {**dtypes, BF16: np.dtype(ml_dtypes.bfloat16)}
+
+
 class _Reduction:
-    """Runs one model over terms laid out along the last axis, counting flags across every rounding."""
+    """Runs one model over terms laid out along the last axis, counting flags across every rounding.
+
+    Sequential and Kahan sums in fp32, fp16 or bf16, in nearest_even with overflow to inf and no flags to
+    count, run in that numpy dtype (its additions are this model's, term for term), while each term is a
+    value of the dtype; any other case, or the first term that is not, continues in the general loop.
+    """
 
     def __init__(
         self, model: AccumulationModel, rounding: str, rng: object, want_flags: bool, overflow: str | None = None
@@ -122,7 +164,20 @@ class _Reduction:
         self.accumulate = Rounding.resolve(model.accumulate, rounding, overflow, rng=rng)
         self.out = Rounding.resolve(model.out, rounding, overflow, rng=self.accumulate.rng)
         self.want_flags = want_flags
+        self.counting = want_flags or tracking()
         self.flags = Flags()
+        self.native = self._native_dtype()
+
+    def _native_dtype(self) -> np.dtype | None:
+        plan = self.accumulate
+        fast = plan.mode == "nearest_even" and plan.overflow == "inf" and self.model.order in ("sequential", "kahan")
+        return _native_dtypes().get(plan.fmt) if fast and not self.counting and not _GENERAL_ONLY.get() else None
+
+    def count_casts(self, raised: Flags) -> None:
+        """Add what casting the inputs raised (see arithmetic.operands) to the call's and the tracked flags."""
+        if self.counting:
+            self.flags += raised
+            report(raised)
 
     def _round(self, plan: Rounding, exact: np.ndarray) -> np.ndarray:
         rounded, flags = plan(exact, count_flags=self.want_flags)
@@ -137,33 +192,78 @@ class _Reduction:
     def term(self, product: np.ndarray) -> np.ndarray:
         return self._round(self.accumulate, product) if self.model.products == "rounded" else product
 
-    def run(self, terms: Callable[[int], np.ndarray], length: int, all_terms: Callable[[], np.ndarray]) -> np.ndarray:
-        """Reduce terms(k), k < length (each shaped (..., 1)), or all_terms() (shaped (..., length))."""
+    def run(self, terms: Callable[[int, int], np.ndarray], length: int) -> np.ndarray:
+        """Reduce the terms terms(start, stop) returns, shaped (..., stop - start), for 0 <= start < stop <= length."""
         if length == 0:
             raise ValueError("cannot reduce an empty axis: there is no first term")
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as IEEE says: counted, not warned
-            total = getattr(self, f"_{self.model.order}")(terms, length, all_terms)
+            total = getattr(self, f"_{self.model.order}")(terms, length)
             total = self._round(self.out, total) if self.model.out != self.model.accumulate else total
+        total[np.isnan(total)] = np.nan  # one NaN, +0x7ff8…: IEEE 754 leaves a NaN result's sign and payload open
         return total[..., 0]
 
-    def _sequential(self, terms, length, all_terms) -> np.ndarray:
-        total = self._round(self.accumulate, self.term(terms(0)))
-        for k in range(1, length):
-            total = self.add(total, self.term(terms(k)))
+    def _first(self, terms: Callable[[int, int], np.ndarray]) -> np.ndarray:
+        return self._round(self.accumulate, self.term(terms(0, 1)))
+
+    def _sequential(self, terms, length) -> np.ndarray:
+        total, start = self._first(terms), 1
+        if self.native is not None:
+            total, start = self._native_sequential(total, start, terms, length)
+        for k in range(start, length):
+            total = self.add(total, self.term(terms(k, k + 1)))
         return total
 
-    def _kahan(self, terms, length, all_terms) -> np.ndarray:
-        total = self._round(self.accumulate, self.term(terms(0)))
+    def _native_sequential(self, total, start, terms, length) -> tuple[np.ndarray, int]:
+        running = total.astype(self.native)
+        for stop, block in self._native_blocks(terms, start, length, total.size):
+            # np.add.accumulate adds strictly in order, each partial sum rounded (np.add.reduce is pairwise)
+            running = np.add.accumulate(np.concatenate([running, block], axis=-1), axis=-1)[..., -1:]
+            start = stop
+        return running.astype(np.float64), start
+
+    def _kahan(self, terms, length) -> np.ndarray:
+        total, start = self._first(terms), 1
         compensation = np.zeros_like(total)
-        for k in range(1, length):
-            corrected = self.add(self.term(terms(k)), -compensation)  # y = t - c
+        if self.native is not None:
+            total, compensation, start = self._native_kahan(total, compensation, start, terms, length)
+        for k in range(start, length):
+            corrected = self.add(self.term(terms(k, k + 1)), -compensation)  # y = t - c
             new_total = self.add(total, corrected)  # t' = s + y
             compensation = self.add(self.add(new_total, -total), -corrected)  # c = (t' - s) - y
             total = new_total
         return total
 
-    def _pairwise(self, terms, length, all_terms) -> np.ndarray:
-        level = self.term(all_terms())
+    def _native_kahan(self, total, compensation, start, terms, length) -> tuple[np.ndarray, np.ndarray, int]:
+        shape = total.shape
+        total, compensation = self._native_state(total), self._native_state(compensation)
+        for stop, block in self._native_blocks(terms, start, length, np.size(total)):
+            for term in block.reshape(-1) if np.ndim(total) == 0 else np.moveaxis(block[..., None], -2, 0):
+                corrected = term - compensation  # the recurrence of _kahan, each operation rounded by the dtype
+                new_total = total + corrected
+                compensation = (new_total - total) - corrected
+                total = new_total
+            start = stop
+        return np.reshape(np.float64(total), shape), np.reshape(np.float64(compensation), shape), start
+
+    def _native_state(self, values: np.ndarray) -> np.ndarray | np.generic:
+        """A running value in the native dtype: a numpy scalar for a single sum (5x cheaper than a 1-element
+        array, and rounded alike), else an array."""
+        native = values.astype(self.native)
+        return native.reshape(-1)[0] if native.size == 1 else native
+
+    def _native_blocks(self, terms, start, length, batch) -> Iterator[tuple[int, np.ndarray]]:
+        """(stop, terms[start:stop] in the native dtype) block by block, until a block holds a term it cannot."""
+        step = max(1, _NATIVE_BLOCK // max(batch, 1))
+        for first in range(start, length, step):
+            stop = min(first + step, length)
+            block = self.term(terms(first, stop))
+            native = block.astype(self.native)  # bfloat16 rounds float64 via float32: checked below, not trusted
+            if not np.array_equal(native.astype(np.float64), block, equal_nan=True):
+                return
+            yield stop, native
+
+    def _pairwise(self, terms, length) -> np.ndarray:
+        level = self.term(terms(0, length))
         if length == 1:
             return self._round(self.accumulate, level)
         while level.shape[-1] > 1:
@@ -172,8 +272,8 @@ class _Reduction:
             level = np.concatenate([summed, level[..., 2 * pairs :]], axis=-1)  # an odd term waits a level
         return level
 
-    def _blocked(self, terms, length, all_terms) -> np.ndarray:
-        values = self.term(all_terms())
+    def _blocked(self, terms, length) -> np.ndarray:
+        values = self.term(terms(0, length))
         block = self.model.block
         starts = np.arange(0, length, block)
         partial = self._round(self.accumulate, values[..., starts])  # every block at once
@@ -216,9 +316,11 @@ def sum(  # shadows the builtin on purpose: fpsim.sum mirrors numpy
     """
     spec = resolve_model(fmt, accumulate, out=out, order=order, block=block, model=model)
     reduction = _Reduction(spec, rounding, rng, flags, overflow)
-    (values,), shape, _ = operands((x,), Rounding.resolve(spec.inputs, "nearest_even", overflow), inputs, names="x")
+    cast = Rounding.resolve(spec.inputs, "nearest_even", overflow)
+    (values,), shape, _, raised = operands((x,), cast, inputs, names="x", count_flags=reduction.counting)
+    reduction.count_casts(raised)
     values = values if axis is None else np.moveaxis(values.reshape(shape), _axis(axis, len(shape)), -1)
-    result = reduction.run(lambda k: values[..., k : k + 1], values.shape[-1], lambda: values)
+    result = reduction.run(lambda start, stop: values[..., start:stop], values.shape[-1])
     return _finish(reduction, result, result.ndim == 0)
 
 
@@ -233,7 +335,7 @@ def dot(a: object, b: object, fmt: Format | str | None = None, accumulate: Forma
     if x.shape[-1:] != y.shape[-1:]:
         raise ValueError(f"a and b must have the same length along the last axis; got {x.shape} and {y.shape}")
     x, y = np.broadcast_arrays(x, y)
-    result = reduction.run(lambda k: x[..., k : k + 1] * y[..., k : k + 1], x.shape[-1], lambda: x * y)
+    result = reduction.run(lambda start, stop: x[..., start:stop] * y[..., start:stop], x.shape[-1])
     return _finish(reduction, result, result.ndim == 0)
 
 
@@ -251,9 +353,7 @@ def matmul(a: object, b: object, fmt: Format | str | None = None, accumulate: Fo
     if left.shape[-1] != right.shape[-2]:
         raise ValueError(f"a's last axis ({left.shape[-1]}) must match b's second-to-last ({right.shape[-2]})")
     rows, columns = left[..., :, None, :], np.swapaxes(right, -1, -2)[..., None, :, :]  # (..., M, 1, K), (..., 1, N, K)
-    result = reduction.run(
-        lambda k: rows[..., k : k + 1] * columns[..., k : k + 1], left.shape[-1], lambda: rows * columns
-    )
+    result = reduction.run(lambda start, stop: rows[..., start:stop] * columns[..., start:stop], left.shape[-1])
     if y.ndim == 1:
         result = result[..., 0]
     if x.ndim == 1:
@@ -274,7 +374,10 @@ def _prepare(fmt, accumulate, values, options) -> tuple[_Reduction, list[np.ndar
     cast = Rounding.resolve(spec.inputs, "nearest_even", overflow)
     arrays = []
     for name, value in zip("ab", values):
-        (flat,), shape, _ = operands((value,), cast, options.get("inputs", "round"), names=name)
+        (flat,), shape, _, raised = operands(
+            (value,), cast, options.get("inputs", "round"), names=name, count_flags=reduction.counting
+        )
+        reduction.count_casts(raised)
         arrays.append(flat.reshape(shape))
     return reduction, arrays
 

@@ -3,12 +3,19 @@ fpsim.add, matmul against torch, model presets and bad input."""
 
 import math
 
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from oracle import same_bits
 
 import fpsim
-from fpsim.accumulation import MODELS, ORDERS
+from fpsim import strategies as fst
+from fpsim.accumulation import MODELS, ORDERS, _Reduction, general_loop, resolve_model
+
+NATIVE = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16, "fp32": np.float32}
 
 
 def step_by_step_sum(terms, fmt):
@@ -166,3 +173,143 @@ def test_flags_count_every_rounding_of_a_reduction():
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def identical(a, b):
+    """Bit for bit, NaN included (a reduction's NaN is always the one canonical +NaN)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return a.shape == b.shape and np.array_equal(a.view(np.uint64), b.view(np.uint64))
+
+
+# ---- the native fast paths: each equal to the general loop -------------------------------------------
+@pytest.mark.parametrize("name", NATIVE)
+def test_native_additions_are_fpsims_correctly_rounded_ones(name):
+    """The step every fast path relies on: the dtype's + and − are fpsim.add and fpsim.sub (themselves checked
+    against MPFR). Every fp16 and bf16 code (2^16 fp32 ones) meets 24 partners: random codes, its neighbour
+    code, its negation, itself and its half."""
+    dtype, codes, rng = NATIVE[name], np.uint32 if name == "fp32" else np.uint16, np.random.default_rng(8)
+    bits = np.iinfo(codes).bits
+    a = (rng.integers(0, 2**bits, 2**16) if name == "fp32" else np.arange(2**16)).astype(codes)
+    random_partners = rng.integers(0, 2**bits, (20, 1)).astype(codes)
+    with np.errstate(all="ignore"):  # signaling NaN codes and overflows, on purpose
+        specific = [(a + codes(1)).view(dtype), -a.view(dtype), a.view(dtype), a.view(dtype) / 2]
+        partners = np.concatenate([np.broadcast_to(random_partners, (20, a.size)).view(dtype), specific])
+        a = a.view(dtype)
+        wide, partners_wide = a.astype(np.float64), partners.astype(np.float64)
+        for op, reference in ((np.add, fpsim.add), (np.subtract, fpsim.sub)):
+            native = op(a, partners).astype(np.float64)
+            expected = reference(wide, partners_wide, name)
+            assert same_bits(native, expected).all(), f"{np.count_nonzero(~same_bits(native, expected))} differ"
+        if name == "fp16":  # the sums are exact in float64 (fp16 spans 40 binades): count the ties among them
+            exact = (wide + partners_wide)[np.abs(wide + partners_wide) <= 65504]
+            below, above = fpsim.round(exact, "fp16", "down"), fpsim.round(exact, "fp16", "up")
+            assert np.count_nonzero((below != above) & (exact == below / 2 + above / 2)) > 1000
+
+
+@pytest.mark.parametrize(
+    ("options", "dtype"),
+    [
+        ({"fmt": "fp16"}, np.float16),
+        ({"fmt": "fp16", "order": "kahan"}, np.float16),
+        ({"model": "fp16_fp32acc"}, np.float32),
+        ({"model": "bf16_fp32acc", "products": "rounded"}, np.float32),
+        ({"fmt": "bf16"}, ml_dtypes.bfloat16),
+        ({"fmt": "fp32"}, np.float32),
+        ({"fmt": "e4m3", "accumulate": "fp32"}, np.float32),
+        ({"fmt": "fp16", "order": "pairwise"}, None),  # already vectorized
+        ({"fmt": "fp16", "order": "blocked"}, None),
+        ({"fmt": "fp16", "rounding": "up"}, None),  # other modes: the general loop
+        ({"fmt": "fp16", "overflow": "saturate"}, None),  # other overflow policies too
+        ({"fmt": "fp16", "flags": True}, None),  # flags are counted by the general loop
+        ({"fmt": "tf32"}, None),  # no numpy dtype
+        ({"fmt": "e4m3"}, None),
+    ],
+)
+def test_fast_paths_are_taken_exactly_where_promised(options, dtype):
+    options = dict(options)
+    rounding, overflow, flags = (
+        options.pop("rounding", "nearest_even"),
+        options.pop("overflow", None),
+        options.pop("flags", False),
+    )
+    model = resolve_model(**options)
+    assert _Reduction(model, rounding, None, flags, overflow).native == (None if dtype is None else np.dtype(dtype))
+    with fpsim.track_flags():  # a track_flags block needs the counts too
+        assert _Reduction(model, rounding, None, False, overflow).native is None
+    with general_loop():
+        assert _Reduction(model, rounding, None, False, overflow).native is None
+
+
+def ieee_cases(fmt):
+    """(terms, their sequential sum) by IEEE 754's rules, from p, emin and emax alone."""
+    p, emin, emax = fmt.precision, fmt.emin, fmt.emax
+    largest, half_ulp_at_max = (2 - 2.0 ** (1 - p)) * 2.0**emax, 2.0 ** (emax - p)
+    least = 2.0 ** (emin - p + 1)  # the smallest subnormal
+    return [
+        ([1.0, 2.0**-p], 1.0),  # a tie: 1 is even
+        ([1 + 2.0 ** (1 - p), 2.0**-p], 1 + 2.0 ** (2 - p)),  # a tie: 1 + 2^(1-p) is odd, so up
+        ([1.0, 2.0**-p, 2.0**-p], {"sequential": 1.0, "kahan": 1 + 2.0 ** (1 - p)}),  # Kahan keeps what ties lose
+        ([largest, half_ulp_at_max], math.inf),  # the tie at max rounds to even: 2^(emax+1), past max
+        ([largest, half_ulp_at_max / 2], largest),
+        # inf absorbs what follows; Kahan's compensation (-inf + largest) - (-largest) is -inf, then inf - inf
+        ([-largest, -largest, largest], {"sequential": -math.inf, "kahan": math.nan}),
+        ([least, least], 2 * least),  # subnormals add exactly
+        ([2.0**emin, -least], 2.0**emin - least),  # into the subnormal range, exactly
+        ([1.0, math.nan], math.nan),
+        ([math.inf, -math.inf, 1.0], math.nan),  # invalid
+        ([-0.0, -0.0], -0.0),
+        ([-0.0, 0.0], 0.0),
+        ([1.0, -1.0], 0.0),  # an exact zero sum is +0 in nearest_even
+        ([-0.0], -0.0),
+    ]
+
+
+@pytest.mark.parametrize("order", ["sequential", "kahan"])
+@pytest.mark.parametrize("name", NATIVE)
+def test_fast_paths_follow_ieee_rules_on_ties_overflow_subnormals_nan_and_zeros(name, order):
+    fmt = fpsim.get_format(name)
+    for terms, expected in ieee_cases(fmt):
+        expected = expected[order] if isinstance(expected, dict) else expected
+        fast = fpsim.sum(terms, fmt, order=order)
+        assert identical(fast, np.nan if math.isnan(expected) else expected), (terms, fast, expected)
+        assert identical(fpsim.sum(terms, fmt, order=order, flags=True)[0], fast)  # the general loop agrees
+
+
+@st.composite
+def reductions(draw):
+    """A native accumulate format, inputs it holds (specials included), a shape, an order and a product policy."""
+    accumulate = draw(st.sampled_from(list(NATIVE)))
+    inputs = draw(
+        st.sampled_from({"fp16": ["fp16", "e5m2"], "bf16": ["bf16", "e4m3"], "fp32": list(NATIVE)}[accumulate])
+    )
+    rows, length = draw(st.integers(1, 2)), draw(st.integers(1, 16))
+    terms = st.one_of(fst.values(inputs, allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 1.0, -1.0]))
+    values = draw(st.lists(terms, min_size=rows * length, max_size=rows * length))
+    order = draw(st.sampled_from(["sequential", "kahan"]))
+    return inputs, accumulate, np.reshape(values, (rows, length)), order
+
+
+@given(reductions(), st.sampled_from(["sum", "dot", "dot rounded"]))
+def test_fast_paths_equal_the_general_loop(case, reduction):
+    inputs, accumulate, x, order = case
+    with np.errstate(over="ignore", invalid="ignore"):  # x * x of the test's own inputs
+        call = {
+            "sum": lambda: fpsim.sum(x, inputs, accumulate, axis=1, order=order),
+            "dot": lambda: fpsim.dot(x, x[::-1], inputs, accumulate, order=order),
+            "dot rounded": lambda: fpsim.dot(x, x, inputs, accumulate, order=order, products="rounded"),
+        }[reduction]
+        fast = call()
+        with general_loop():
+            assert identical(fast, call())
+
+
+@pytest.mark.parametrize(
+    ("model", "products"), [("bf16_fp32acc", "exact"), ("fp16_acc", "exact"), ("fp16_acc", "rounded")]
+)
+def test_fast_matmul_equals_the_general_loop_across_blocks_and_fallbacks(model, products):
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((300, 8)), rng.standard_normal((8, 300))  # 90000 products a term: one k a block
+    a[0, 5], b[5, 0] = 2.0**-133, 2.0**-20  # in bf16, a product of 2^-153: below fp32, so the general loop takes k >= 5
+    fast = fpsim.matmul(a, b, model=model, products=products)  # exact fp16 products are rarely fp16: fallback at k=1
+    with general_loop():
+        assert identical(fast, fpsim.matmul(a, b, model=model, products=products))
