@@ -173,21 +173,38 @@ class _Reduction:
         fast = plan.mode == "nearest_even" and plan.overflow == "inf" and self.model.order in ("sequential", "kahan")
         return _native_dtypes().get(plan.fmt) if fast and not self.counting and not _GENERAL_ONLY.get() else None
 
-    def count_casts(self, raised: Flags) -> None:
-        """Add what casting the inputs raised (see arithmetic.operands) to the call's and the tracked flags."""
+    def count(self, raised: Flags) -> None:
+        """Add flags raised outside a rounding (input casts, invalid products) to the call's and tracked flags."""
         if self.counting:
             self.flags += raised
             report(raised)
 
-    def _round(self, plan: Rounding, exact: np.ndarray) -> np.ndarray:
-        rounded, flags = plan(exact, count_flags=self.want_flags)
+    def _invalid(self, result: np.ndarray, *operands: np.ndarray) -> Flags | None:
+        """inf - inf and 0·inf: NaN made from operands that are not NaN (counted only when flags are)."""
+        if not self.counting:
+            return None
+        made = np.isnan(result)
+        for operand in operands:
+            made &= ~np.isnan(operand)
+        return Flags(invalid=int(np.count_nonzero(made)))
+
+    def _round(self, plan: Rounding, exact: np.ndarray, raised: Flags | None = None) -> np.ndarray:
+        rounded, flags = plan(exact, count_flags=self.want_flags, raised=raised)
         if flags is not None:
             self.flags += flags
         return rounded
 
     def add(self, total: np.ndarray, term: np.ndarray) -> np.ndarray:
         """One rounding of total + term (both exact float64 values) to the accumulate format."""
-        return self._round(self.accumulate, sum_to_odd(total, term, self.accumulate.mode))
+        exact = sum_to_odd(total, term, self.accumulate.mode)
+        return self._round(self.accumulate, exact, self._invalid(exact, total, term))
+
+    def product(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """x·y, exact in float64 for inputs of at most 25 bits; 0·inf is counted as invalid."""
+        product = x * y
+        if self.counting:
+            self.count(self._invalid(product, x, y))
+        return product
 
     def term(self, product: np.ndarray) -> np.ndarray:
         return self._round(self.accumulate, product) if self.model.products == "rounded" else product
@@ -318,7 +335,7 @@ def sum(  # shadows the builtin on purpose: fpsim.sum mirrors numpy
     reduction = _Reduction(spec, rounding, rng, flags, overflow)
     cast = Rounding.resolve(spec.inputs, "nearest_even", overflow)
     (values,), shape, _, raised = operands((x,), cast, inputs, names="x", count_flags=reduction.counting)
-    reduction.count_casts(raised)
+    reduction.count(raised)
     values = values if axis is None else np.moveaxis(values.reshape(shape), _axis(axis, len(shape)), -1)
     result = reduction.run(lambda start, stop: values[..., start:stop], values.shape[-1])
     return _finish(reduction, result, result.ndim == 0)
@@ -335,7 +352,7 @@ def dot(a: object, b: object, fmt: Format | str | None = None, accumulate: Forma
     if x.shape[-1:] != y.shape[-1:]:
         raise ValueError(f"a and b must have the same length along the last axis; got {x.shape} and {y.shape}")
     x, y = np.broadcast_arrays(x, y)
-    result = reduction.run(lambda start, stop: x[..., start:stop] * y[..., start:stop], x.shape[-1])
+    result = reduction.run(lambda start, stop: reduction.product(x[..., start:stop], y[..., start:stop]), x.shape[-1])
     return _finish(reduction, result, result.ndim == 0)
 
 
@@ -353,7 +370,9 @@ def matmul(a: object, b: object, fmt: Format | str | None = None, accumulate: Fo
     if left.shape[-1] != right.shape[-2]:
         raise ValueError(f"a's last axis ({left.shape[-1]}) must match b's second-to-last ({right.shape[-2]})")
     rows, columns = left[..., :, None, :], np.swapaxes(right, -1, -2)[..., None, :, :]  # (..., M, 1, K), (..., 1, N, K)
-    result = reduction.run(lambda start, stop: rows[..., start:stop] * columns[..., start:stop], left.shape[-1])
+    result = reduction.run(
+        lambda start, stop: reduction.product(rows[..., start:stop], columns[..., start:stop]), left.shape[-1]
+    )
     if y.ndim == 1:
         result = result[..., 0]
     if x.ndim == 1:
@@ -377,7 +396,7 @@ def _prepare(fmt, accumulate, values, options) -> tuple[_Reduction, list[np.ndar
         (flat,), shape, _, raised = operands(
             (value,), cast, options.get("inputs", "round"), names=name, count_flags=reduction.counting
         )
-        reduction.count_casts(raised)
+        reduction.count(raised)
         arrays.append(flat.reshape(shape))
     return reduction, arrays
 

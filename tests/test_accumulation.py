@@ -151,6 +151,38 @@ def test_flags_count_every_rounding_of_a_reduction():
 
 
 @pytest.mark.parametrize(
+    ("call", "result", "counts"),
+    [
+        # ±1e5 overflow fp16 in the input cast (two roundings that overflow), then inf + -inf is invalid
+        (
+            lambda: fpsim.sum([1e5, -1e5], "fp16", flags=True),
+            np.nan,
+            {"total": 4, "inexact": 2, "overflow": 2, "nan": 1, "invalid": 1},
+        ),
+        (lambda: fpsim.sum([np.inf, -np.inf], "fp16", flags=True), np.nan, {"total": 2, "nan": 1, "invalid": 1}),
+        # inf·0 is invalid once; the NaN it makes then only propagates
+        (
+            lambda: fpsim.dot([np.inf, 1.0], [0.0, 1.0], "fp16", flags=True),
+            np.nan,
+            {"total": 2, "nan": 2, "invalid": 1},
+        ),
+        # 500 saturates to 448 (an overflow); -100 is a tie between e4m3's -96 and -104, to even -96 (not counted)
+        (
+            lambda: fpsim.sum([500.0, -100.0], "e4m3", "fp32", overflow="saturate", flags=True),
+            352.0,
+            {"total": 3, "inexact": 1, "overflow": 1},
+        ),
+    ],
+)
+def test_flags_count_input_casts_that_overflow_and_invalid_steps(call, result, counts):
+    value, flags = call()
+    assert same_bits(value, result) and {k: v for k, v in flags.as_dict().items() if v} == counts
+    with fpsim.track_flags() as tracked:
+        call()
+    assert tracked.as_dict() == flags.as_dict()
+
+
+@pytest.mark.parametrize(
     ("call", "error", "message"),
     [
         (lambda: fpsim.sum([1.0], "fp16", model="h100"), ValueError, "unknown accumulation model 'h100'.*fp16_fp32acc"),
@@ -168,6 +200,8 @@ def test_flags_count_every_rounding_of_a_reduction():
         (lambda: fpsim.dot([1.0], [1.0], "fp16", orders="kahan"), TypeError, "unexpected keyword arguments: orders"),
         (lambda: fpsim.dot(2.0, 3.0, "fp16"), ValueError, "dot needs vectors"),
         (lambda: fpsim.sum(3.0, "fp16", axis=0), ValueError, "axis must be an int in"),
+        (lambda: fpsim.sum([1.0, np.inf], "e4m3"), ValueError, "x holds inf, but fp8_e4m3 has no infinity"),
+        (lambda: fpsim.matmul([[1.0]], [[-np.inf]], "fp4"), ValueError, "b holds -inf, but fp4_e2m1 has no infinity"),
     ],
 )
 def test_bad_input(call, error, message):
