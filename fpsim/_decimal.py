@@ -34,8 +34,8 @@ _NUMBER = re.compile(rf"([+-]?)({UNSIGNED_NUMBER})", re.IGNORECASE | re.ASCII)
 
 VALUE_SYNTAX = (
     "A value is a decimal (0.1, -2.5e-3, 1_000), a hex float (0x1.8p-3) or an integer (65504, 0x3c00 = 15360), "
-    "or inf, infinity or nan, in any case; ASCII digits only. It is read exactly, whatever its length, "
-    "and rounded once to the format."
+    "or inf, infinity or nan, in any case; ASCII digits only, at most 4000 characters and a 5-digit exponent. "
+    "It is read exactly, integers beyond 2^53 included, and rounded once to the format."
 )
 
 

@@ -46,6 +46,15 @@ def test_literals_are_rounded_once_from_their_exact_decimal():
     assert fpsim.calc("1e-8", "fp32").steps[0].exact == Fraction(1, 10**8)
 
 
+def test_literals_use_the_command_lines_value_syntax():
+    calculation = fpsim.calc("0x1.8p-3 + 1_000 * 1E-3", "fp16")
+    assert [s.text for s in calculation.steps[:3]] == ["0x1.8p-3", "1_000", "1E-3"]
+    assert calculation.steps[0].exact == Fraction(3, 16) and calculation.steps[1].exact == 1000
+    assert fpsim.calc("inf - inf", "fp16").flags.invalid == 1 and math.isnan(fpsim.calc("NaN", "fp16").result)
+    assert fpsim.calc("-inf", "fp16").steps[-1].error == 0  # exact: the negation of inf is -inf
+    assert fpsim.calc("sqrt(0x4p0)", "fp16").result == 2.0
+
+
 def test_unary_minus_applies_to_the_whole_expression():
     assert fpsim.calc("-5", "fp16").result == -5.0 and fpsim.calc("-(1+2)", "fp16").result == -3.0
     assert fpsim.calc("-0.1", "fp16").result == -0.0999755859375 and fpsim.calc("+2", "fp16").result == 2.0
@@ -74,6 +83,12 @@ def test_division_by_zero_and_invalid_steps():
         ("1" + "+1" * (MAX_NODES // 2), f"more than {MAX_NODES} parts"),
         ("1" * (MAX_LENGTH + 1), f"the limit is {MAX_LENGTH}"),
         ("True + 1", "may only contain"),
+        ("0b101 + 1", "found '0b101'"),
+        ("1e5j", "found '1e5j'"),
+        ("_0 + 1", "found '_0'"),
+        ("1 + \u0661", "ASCII"),
+        ("1e123456", "at most 5 digits"),
+        ("0x1p0 +* 2", "at column 8"),  # the column in the expression as typed
     ],
 )
 def test_only_arithmetic_is_accepted(expression, message):

@@ -126,6 +126,14 @@ def test_the_issue_examples():
     assert round_exact(parse_real("9007199254740993"), "fp64", "up")[0] == 2.0**53 + 2
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_values_past_2_to_the_1024_overflow_with_the_flag_where_float64_max_is_no_stand_in(mode):
+    wide = Format("e11m10", 11, 10)  # float64's max lies in its last binade: it would round to max unflagged
+    stored, flags = round_exact(parse_real("1e400"), wide, mode)
+    assert flags.overflow == 1 and flags.inexact == 1
+    assert stored == (wide.max if mode in ("toward_zero", "down", "odd") else math.inf)
+
+
 def test_stochastic_rounding_of_a_rational_draws_each_neighbour_in_proportion():
     value = Fraction(1) + Fraction(1, 3) * Fraction(2) ** -52  # a third of the way from 1 to fp64's next value
     generator = np.random.default_rng(5)

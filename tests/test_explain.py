@@ -1,6 +1,7 @@
 """Explanations: bits, exact decimals and errors checked against numpy, ml_dtypes and Python's Decimal."""
 
-from decimal import Decimal
+import re
+from decimal import Decimal, localcontext
 from fractions import Fraction
 
 import ml_dtypes
@@ -62,8 +63,18 @@ def test_exact_decimal_notation():
     assert exact_decimal(2.0**-24) == "5.9604644775390625e-8"
     assert exact_decimal(65504.0) == "65504" and exact_decimal(-2.5) == "-2.5" and exact_decimal(0.0) == "0"
     assert exact_decimal(-0.0) == "-0"
-    with pytest.raises(ValueError, match="dyadic"):
+    assert exact_decimal(Fraction(1, 10)) == "0.1" and exact_decimal(Fraction(-1, 10**400)) == "-1e-400"
+    assert exact_decimal(Fraction(6551999, 100)) == "65519.99" and exact_decimal(Fraction(10**20)) == "1e20"
+    with pytest.raises(ValueError, match="finite decimal expansion"):
         exact_decimal(Fraction(1, 3))
+
+
+@given(st.integers(), st.integers(0, 400), st.integers(0, 400))
+def test_exact_decimal_of_any_terminating_fraction(numerator, twos, fives):
+    value = Fraction(numerator, 2**twos * 5**fives)
+    with localcontext() as context:
+        context.prec = 2000  # enough for every digit: the quotient terminates
+        assert Decimal(exact_decimal(value)) == Decimal(value.numerator) / Decimal(value.denominator)
 
 
 def test_terminal_view_is_plain_unless_colour_is_wanted(monkeypatch):
@@ -75,6 +86,44 @@ def test_terminal_view_is_plain_unless_colour_is_wanted(monkeypatch):
     assert "\x1b[" in str(e)
     monkeypatch.setenv("NO_COLOR", "1")
     assert "\x1b[" not in str(e)
+
+
+def test_text_is_read_exactly_and_the_headline_says_what_float64_would_do():
+    typed, python = explain("0.1", "fp64", "down"), explain(0.1, "fp64", "down")
+    assert Fraction(typed.value) < Fraction(1, 10) < Fraction(typed.above) and typed.flags.inexact == 1
+    assert python.value == 0.1 and python.flags.inexact == 0  # Python's 0.1 is a float64 already
+    assert typed.abs_error == Fraction(typed.value) - Fraction(1, 10)
+    assert typed.render().startswith("0.1 exactly (float64 would round it to 0.1000000000000000055511151231257827")
+    assert python.render().startswith("0.1 as float64 = 0.1000000000000000055511151231257827021181583404541015625")
+    assert explain(Fraction(3, 4), "fp16").render().startswith("0.75 exactly (a float64 too)")
+    beyond = explain("-1e400", "fp16", "toward_zero")
+    assert beyond.value == -65504 and beyond.flags.overflow == 1 and beyond.below == -np.inf
+    assert beyond.render().startswith("-1e400 exactly (beyond float64's range)")
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 100, 120, 200])
+def test_views_fit_the_width_and_keep_every_digit(width):
+    group = explain("1e-40", ["fp64", "fp32", "fp16", "bf16"], "up")
+    text = group.render(width=width)
+    assert max(map(len, text.splitlines())) <= width
+    for e in group:
+        for decimal in (e.exact_value, exact_decimal(e.abs_error), exact_decimal(e.ulp)):
+            assert decimal in _column_text(text, e.fmt.name), (e.fmt.name, decimal)
+    side_by_side = ["fp64", "fp32", "fp16", "bf16"] in [line.split() for line in text.splitlines()]
+    assert side_by_side == (width >= 200)  # else one table per format
+
+
+def _column_text(text: str, name: str) -> str:
+    """A format's cells with the folds undone: its column of a side-by-side view, or its own table."""
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if name in line.split())
+    starts = [m.start() for m in re.finditer(r"\S+", lines[header])]
+    if len(starts) == 1:  # stacked: this format's table runs to the next blank line
+        end = next((i for i in range(header, len(lines)) if not lines[i].strip()), len(lines))
+        return "".join("".join(line[14:] for line in lines[header + 1 : end]).split())  # after the labels
+    begin = lines[header].index(name)
+    stop = next((start for start in starts if start > begin), None)
+    return "".join(line[begin:stop].strip() for line in lines[header + 1 :])
 
 
 def test_side_by_side_and_html_views():
@@ -89,7 +138,10 @@ def test_side_by_side_and_html_views():
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda: explain("0.1", "fp16"), TypeError, "value must be a number"),
+        (lambda: explain("abc", "fp16"), ValueError, "value must be a decimal"),
+        (lambda: explain("\u0661", "fp16"), ValueError, "ASCII"),
+        (lambda: explain(Fraction(1, 3), "fp16"), ValueError, "finite decimal expansion"),
+        (lambda: explain(b"1", "fp16"), TypeError, "value must be a number"),
         (lambda: explain([0.1, 0.2], "fp16"), TypeError, "value must be one real number"),
         (lambda: explain(2**60 + 1, "fp16"), ValueError, "beyond 2\\^53"),
         (lambda: explain(0.1, []), ValueError, "fmt must name at least one format"),

@@ -1,21 +1,30 @@
-"""Shared pieces of the command line: the usage error, the parser class, value and format arguments, paths.
+"""Shared pieces of the command line: the usage error, the parser class, value and format arguments, API errors.
 
-Invariant: every piece of bad input becomes a `UsageError` (one line, exit code 2) before any work starts.
+Invariant: every piece of bad input becomes a `UsageError` (one line, exit code 2) before any work starts, and
+every hint it gives is written in command-line syntax (--on-nan zero), not Python's (on_nan='zero').
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+from rich.console import Group, RenderableType
 
 import fpsim
+from fpsim._decimal import _NUMBER, VALUE_SYNTAX, Exact, parse_real
+from fpsim._terminal import console
 from fpsim.formats import OVERFLOW_POLICIES, get_format
 from fpsim.rounding import NAN_INPUT_POLICIES, ROUNDING_MODES
 
-_NUMBER = re.compile(r"[+-]?(inf|infinity|nan|0x[0-9a-f.]+(p[+-]?\d+)?|(\d+\.?\d*|\.\d+)(e[+-]?\d+)?)", re.IGNORECASE)
+__all__ = ["_NUMBER", "UsageError", "api_errors", "formats_arg", "parse_exact", "parse_value", "show"]
+
+_PYTHON_OPTION = re.compile(r"\b(on_nan|overflow|rounding|rng)=('[^']*'|\w+)")
+_CLI_OPTIONS = {"on_nan": "--on-nan", "overflow": "--overflow", "rounding": "--rounding", "rng": "--seed"}
 
 
 class UsageError(Exception):
@@ -27,28 +36,28 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _nonzero_significand(token: str) -> bool:
-    """Whether a numeric token names a nonzero value (so that reading it as 0 lost it to underflow)."""
-    unsigned = token.lower().lstrip("+-")
-    if unsigned.startswith("0x"):
-        return bool(re.search(r"[1-9a-f]", unsigned[2:].split("p")[0]))
-    return bool(re.search(r"[1-9]", unsigned.split("e")[0]))
+def parse_exact(text: str) -> Exact:
+    """A VALUE argument's exact value (VALUE_SYNTAX): the one reader of round, explain and calc."""
+    if re.fullmatch(r"\s*[+-]?0[bo][0-9_]*\s*", text, re.IGNORECASE):
+        raise UsageError(f"VALUE {text.strip()!r} is binary or octal: bit patterns need --bits (0x3c00, 0b0011…)")
+    try:
+        return parse_real(text, "VALUE")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def parse_value(text: str) -> float:
-    """A real number from decimal, hex float (0x1.8p-3), inf or nan, read as the nearest float64."""
-    token = text.strip()
+    """A VALUE argument as the nearest float64 (for plotting), refused where float64 would lose all of it."""
+    value = parse_exact(text)
+    if isinstance(value, float):  # zeros, infinities and NaN
+        return value
     try:
-        if not _NUMBER.fullmatch(token):
-            raise ValueError
-        value = float.fromhex(token) if "0x" in token.lower() else float(token)
-    except ValueError:
-        raise UsageError(f"VALUE must be a decimal, a hex float such as 0x1.8p-3, inf or nan; got {text!r}") from None
-    except OverflowError:
-        value = math.inf
-    if (math.isinf(value) and "inf" not in token.lower()) or (value == 0 and _nonzero_significand(token)):
-        raise UsageError(f"VALUE {text!r} lies outside float64's range (about 4.9e-324 to 1.8e308)")
-    return value
+        nearest = float(value)
+    except OverflowError:  # beyond 2^1024
+        nearest = math.inf
+    if math.isinf(nearest) or nearest == 0:
+        raise UsageError(f"VALUE {text.strip()[:40]!r} lies outside float64's range (about 4.9e-324 to 1.8e308)")
+    return nearest
 
 
 def parse_bits(text: str, fmt: fpsim.Format) -> float:
@@ -67,26 +76,72 @@ def formats_arg(specs: Sequence[str] | None, default: Sequence[str]) -> list[fps
     return [get_format(name) for name in names]
 
 
-def inputs(args: argparse.Namespace, fmt: fpsim.Format) -> list[float]:
+def inputs(args: argparse.Namespace, fmt: fpsim.Format) -> list[Exact]:
+    """The VALUE arguments, exact; or, with --bits, the values of the patterns in fmt."""
     if args.bits:
         return [parse_bits(text, fmt) for text in args.values]
-    return [parse_value(text) for text in args.values]
+    return [parse_exact(text) for text in args.values]
 
 
-def check_writable(path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"cannot write {path!r}: it is a folder; name a file")
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise UsageError(f"cannot write {path!r}: {folder} is not a writable folder")
+def check_rounding_options(args: argparse.Namespace) -> np.random.Generator | None:
+    """Refuse options that would be ignored; the generator that --seed asks for (one for all values)."""
+    if args.seed is not None and args.rounding != "stochastic":
+        raise UsageError(f"--seed drives stochastic rounding only; add --rounding stochastic (got {args.rounding})")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+    return np.random.default_rng(args.seed) if args.rounding == "stochastic" else None
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Errors of the Python API, with their hints rewritten in command-line syntax."""
+    try:
+        yield
+    except ValueError as err:
+        raise UsageError(as_cli_syntax(str(err))) from None
+
+
+def as_cli_syntax(message: str) -> str:
+    """on_nan='zero' -> --on-nan zero, rng=… -> --seed …: the options the user can actually type."""
+    return _PYTHON_OPTION.sub(lambda m: f"{_CLI_OPTIONS[m.group(1)]} {m.group(2).strip(chr(39))}", message)
+
+
+def show(*renderables: RenderableType) -> None:
+    """Print to stdout through the one console (terminal width and colour, or plain at a fixed width when
+    piped), one renderable after another, without the trailing spaces of padded table cells."""
+    out = console()
+    with out.capture() as captured:
+        out.print(Group(*renderables))
+    out.file.write("\n".join(line.rstrip() for line in captured.get().split("\n")))
+
+
+def _choices(registry: dict[str, str]) -> str:
+    return "; ".join(f"{name}: {meaning}" for name, meaning in registry.items())
 
 
 def rounding_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("values", nargs="+", metavar="VALUE", help="decimal, hex float (0x1.8p-3), inf or nan")
-    command.add_argument("--rounding", "-r", default="nearest_even", choices=list(ROUNDING_MODES))
-    command.add_argument("--overflow", choices=list(OVERFLOW_POLICIES), help="override the format's policy")
-    command.add_argument("--seed", type=int, help="seed for --rounding stochastic")
+    """VALUE arguments and the rounding options that round and explain share."""
+    command.add_argument("values", nargs="+", metavar="VALUE", help=VALUE_SYNTAX)
     command.add_argument(
-        "--on-nan", default="raise", choices=list(NAN_INPUT_POLICIES), help="NaN into a format without NaN"
+        "--rounding",
+        "-r",
+        default="nearest_even",
+        choices=list(ROUNDING_MODES),
+        metavar="MODE",
+        help=f"rounding mode (default: nearest_even). {_choices(ROUNDING_MODES)}",
     )
-    command.add_argument("--bits", action="store_true", help="VALUEs are bit patterns (0x3c00)")
+    command.add_argument(
+        "--overflow",
+        choices=list(OVERFLOW_POLICIES),
+        metavar="POLICY",
+        help=f"what lies past max becomes (default: the format's own policy). {_choices(OVERFLOW_POLICIES)}",
+    )
+    command.add_argument("--seed", type=int, help="seed of --rounding stochastic (default: fresh randomness)")
+    command.add_argument(
+        "--on-nan",
+        default="raise",
+        choices=list(NAN_INPUT_POLICIES),
+        metavar="POLICY",
+        help=f"NaN into a format without NaN (default: raise). {_choices(NAN_INPUT_POLICIES)}",
+    )
+    command.add_argument("--bits", action="store_true", help="VALUEs are bit patterns (0x3c00, 0b…, decimal)")
