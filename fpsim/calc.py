@@ -9,15 +9,19 @@ from __future__ import annotations
 import ast
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
 import numpy as np
+from rich.console import Console, ConsoleOptions
+from rich.table import Table
+from rich.text import Text
 
 from fpsim import arithmetic
 from fpsim._decimal import UNSIGNED_NUMBER, Exact, parse_real, round_exact
-from fpsim.explanation import _elide, exact_decimal
+from fpsim.explanation import exact_decimal, render_text
 from fpsim.flags import Flags
 from fpsim.formats import Format, get_format
 
@@ -74,14 +78,24 @@ class Calculation:
         return total
 
     def __str__(self) -> str:
-        lines = [f"{self.expression}  in {self.fmt.name}, rounding {self.rounding}"]
-        width = max(len(step.text) for step in self.steps)
+        return render_text(self)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[object]:
+        """The expression, one line per rounding (long decimals fold in their column), and the result."""
+        yield Text(f"{self.expression}  in {self.fmt.name}, rounding {self.rounding}", overflow="fold")
+        table = Table(box=None, show_header=False, padding=(0, 1, 0, 0), pad_edge=False)
+        table.add_column(overflow="fold")  # the indent
+        table.add_column(overflow="fold")
+        table.add_column()
+        table.add_column(overflow="fold")
+        table.add_column(no_wrap=True)
+        table.add_column(no_wrap=True)
         for step in self.steps:
             raised = ", ".join(n for n, c in step.flags.as_dict().items() if c and n != "total") or "exact"
-            stored = _elide(exact_decimal(step.result))
-            lines.append(f"  {step.text.ljust(width)} = {stored}   error {step.error:+.4g}   [{raised}]")
-        lines.append(f"result: {_elide(exact_decimal(self.result))}  ({self.flags})")
-        return "\n".join(lines)
+            cells = ("", step.text, "=", exact_decimal(step.result), f"  error {step.error:+.4g}", f"  [{raised}]")
+            table.add_row(*map(Text, cells))  # Text: "[inexact]" is no markup
+        yield table
+        yield Text(f"result: {exact_decimal(self.result)}  ({self.flags})", overflow="fold")
 
 
 def calc(expression: str, fmt: Format | str, rounding: str = "nearest_even") -> Calculation:
@@ -198,4 +212,4 @@ def _exact(name: str, operands: tuple[float, ...]) -> Fraction | float:
 
 
 def _show(value: float) -> str:
-    return _elide(exact_decimal(value))
+    return exact_decimal(value)

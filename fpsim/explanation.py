@@ -27,7 +27,6 @@ from fpsim.formats import Format, get_format
 
 _STYLES = {"sign": "magenta", "exponent": "blue", "mantissa": "yellow"}  # safe for colour blindness
 _HTML_COLORS = {"sign": "#cc79a7", "exponent": "#0072b2", "mantissa": "#e69f00"}  # Okabe-Ito palette
-_LONG = 60  # significant digits shown before an exact decimal is elided in one-line views (calc, round)
 _PIPE_WIDTH = 120  # the width of a view that is not on a terminal: stable for files and tests
 _NARROWEST_COLUMN = 20  # a format's column in the side-by-side view; narrower terminals get one table per format
 
@@ -69,16 +68,6 @@ def _multiplicity(n: int, prime: int) -> int:
         middle = (low + high + 1) // 2
         low, high = (middle, high) if n % prime**middle == 0 else (low, middle - 1)
     return low
-
-
-def _elide(decimal: str) -> str:
-    """Shorten a long exact decimal to its first significant digits, saying how many there are."""
-    mantissa, _, exponent = decimal.partition("e")
-    significant = mantissa.lstrip("-0.").replace(".", "")
-    if len(significant) <= _LONG:
-        return decimal
-    cut = len(mantissa) - len(mantissa.lstrip("-0.")) + _LONG + ("." in mantissa.lstrip("-0.")[:_LONG])
-    return f"{mantissa[:cut]}…({len(significant)} digits){'e' + exponent if exponent else ''}"
 
 
 @dataclass(frozen=True)
@@ -347,6 +336,11 @@ def _table(corner: str, headers: list[str], widths: list[int]) -> Table:
 
 def render_table(explanations: list[Explanation], color: bool = False, width: int = _PIPE_WIDTH) -> str:
     """The terminal view as text, `width` columns wide, plain or with ANSI colours; no trailing spaces."""
+    return render_text(_view(explanations, width), color, width)
+
+
+def render_text(renderable: object, color: bool = False, width: int = _PIPE_WIDTH) -> str:
+    """Any rich renderable as text, `width` columns wide, plain or with ANSI colours; no trailing spaces."""
     buffer = io.StringIO()
     Console(
         file=buffer,
@@ -355,7 +349,7 @@ def render_table(explanations: list[Explanation], color: bool = False, width: in
         force_terminal=color,
         highlight=False,
         soft_wrap=False,
-    ).print(_view(explanations, width))
+    ).print(renderable)
     return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").split("\n"))
 
 

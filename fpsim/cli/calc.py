@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from rich.text import Text
-
 from fpsim._decimal import VALUE_SYNTAX
 from fpsim.calc import GRAMMAR, MAX_LENGTH, MAX_NODES, calc
 from fpsim.cli._common import UsageError, api_errors, formats_arg, show
@@ -21,7 +19,7 @@ def cmd_calc(args: argparse.Namespace) -> None:
         raise UsageError("calc takes exactly one --format")
     with api_errors():
         calculation = calc(args.expression, formats[0], args.rounding)
-    show(Text(str(calculation)))
+    show(calculation)
 
 
 def register(commands: argparse._SubParsersAction) -> None:

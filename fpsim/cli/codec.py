@@ -113,7 +113,7 @@ def cmd_formats(args: argparse.Namespace) -> None:
         justify = "right" if alignment.endswith(":") else "left"
         table.add_column(column, justify=justify, overflow="fold", min_width=unbreakable)
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*map(Text, row.values()))  # Text: no cell is read as rich markup
     note = "fn = finite only: no infinities, and NaN (if any) only at the all-ones code. NaN: " + "; ".join(
         f"{_NAN_NAMES[name]}: {meaning}" for name, meaning in NAN_ENCODINGS.items()
     )
@@ -156,7 +156,7 @@ def cmd_round(args: argparse.Namespace) -> None:
     with api_errors():
         for value, (stored, _) in zip(values, results):
             code = int(encode(stored, fmt))  # exact: stored is a value of fmt
-            table.add_row(exact_decimal(value), "->", exact_decimal(stored), f"0x{code:0{digits}x}")
+            table.add_row(*map(Text, (exact_decimal(value), "->", exact_decimal(stored), f"0x{code:0{digits}x}")))
     total = sum((flags for _, flags in results[1:]), results[0][1])
     show(Text(f"{fmt.name}, rounding {args.rounding}"), table, Text(f"flags: {total}"))
 
