@@ -355,7 +355,7 @@ def _commands_to_parse() -> list[tuple[int, tuple[str, ...]]]:
         for offset, line in enumerate(block.text.splitlines()):
             found += [(block.line + offset, part) for part in line.split("&&")]
     for match in re.finditer(r"`(fpsim [^`]*)`", source):
-        if not re.search(r"\b[A-Z]{2,}\b|…|\.\.\.", match[1]):  # COMMAND, FILE, VALUE...: a synopsis, not a command
+        if not re.search(r"\b[A-Z][A-Z_]*\b|…|\.\.\.", match[1]):  # COMMAND, FILE, VALUE...: a synopsis, not a command
             found += [(source.count("\n", 0, match.start()) + 1, part) for part in match[1].split("&&")]
     commands = [(line, tuple(shlex.split(part, comments=True))) for line, part in found]
     return [(line, tuple(words[1:])) for line, words in commands if words and words[0] == "fpsim"]
