@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 import fpsim
-from fpsim.cli import calc, codec, plot, train
+from fpsim.cli import calc, codec, experiments, plot, train
 from fpsim.cli._common import _NUMBER, UsageError, _Parser, parse_value
 from fpsim.formats import NAN_ENCODINGS, format_names
 
@@ -22,7 +22,7 @@ def build_parser() -> _Parser:
     parser = _Parser(prog="fpsim", description="See how floating-point formats store numbers.")
     parser.add_argument("--version", action="version", version=f"fpsim {fpsim.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (codec, calc, train, plot):
+    for module in (experiments, codec, calc, train, plot):
         module.register(commands)
     parser.epilog = f"formats: {', '.join(format_names())}, or eXmY. NaN encodings: {', '.join(NAN_ENCODINGS)}."
     return parser
