@@ -399,3 +399,38 @@ def test_training_table_row_is_what_fpsim_train_prints(scenario, policy, cells):
 
     summary = train.run(train.scenario(scenario, policy=policy)).summary()
     assert [_cell(summary[column]) for column in _TRAINING_COLUMNS] == cells
+
+
+# ---- docs/ARCHITECTURE.md names every module, and only modules that exist ------------------------------------------
+
+ARCHITECTURE = README.parent / "docs" / "ARCHITECTURE.md"
+PACKAGE = README.parent / "fpsim"
+
+
+def _architecture_names() -> set[str]:
+    """Module paths the architecture names: `fpsim/x.py`, `cli/x.py`, and `name`s in the row of a `fpsim/pkg/`."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    names = set(re.findall(r"`(fpsim/[\w/]+(?:\.py|/))`", text))
+    names |= {f"fpsim/{path}" for path in re.findall(r"`((?:cli|plots|torch)/\w+\.py)`", text)}
+    for line in text.splitlines():
+        for package in re.findall(r"`fpsim/(\w+)/`", line):
+            names |= {f"fpsim/{package}/{word}.py" for word in re.findall(r"`(\w+)`", line)}
+    return names
+
+
+def test_architecture_names_every_module():
+    modules = {
+        path.relative_to(README.parent).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py" and "__pycache__" not in path.parts
+    }
+    missing = sorted(modules - _architecture_names())
+    assert not missing, f"docs/ARCHITECTURE.md does not describe {', '.join(missing)}"
+
+
+def test_architecture_names_only_modules_that_exist():
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    paths = set(re.findall(r"`(fpsim/[\w/]+(?:\.py|/))`", text))
+    paths |= {f"fpsim/{path}" for path in re.findall(r"`((?:cli|plots|torch)/\w+\.py)`", text)}
+    gone = sorted(path for path in paths if not (README.parent / path).exists())
+    assert not gone, f"docs/ARCHITECTURE.md describes modules that do not exist: {', '.join(gone)}"
