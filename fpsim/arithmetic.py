@@ -71,8 +71,9 @@ def operands(
     for value, name in zip(values, names):
         array, scalar = as_float64(value, name)
         _refuse_infinity(array, plan.fmt, name)
+        beyond = count_flags and bool((np.abs(array) > plan.fmt.max).any())  # only these casts can overflow
         with suspended():  # casting the operands is not the operation whose flags the caller asked for
-            rounded, flags = cast(array, count_flags=count_flags)
+            rounded, flags = cast(array, count_flags=beyond)
         if policy == "exact" and not np.array_equal(rounded, array, equal_nan=True):
             example = float(array[(rounded != array) & ~np.isnan(array)].flat[0])
             raise ValueError(f"{name} holds {example!r}, which {plan.fmt.name} cannot represent; round it first")
