@@ -287,9 +287,16 @@ def test_training_figure_draws_into_given_axes():
     assert drawn is figure and list(panels) == list(given) and all(axis.lines for axis in given)
 
 
-def test_simulator_vs_hardware_styles():
-    _, ax = plots.simulator_vs_hardware(small_history(), small_history("amp"))
-    assert [line.get_linestyle() for line in ax.lines] == ["-", "--"]
+def test_simulator_vs_hardware_pairs_runs_solid_against_dashed_in_three_panels():
+    simulated, hardware = [small_history(), small_history("amp")], [small_history(), small_history("amp")]
+    _, panels = plots.simulator_vs_hardware(simulated, hardware)
+    assert len(panels) == 3
+    for panel in panels:  # per policy: the simulator solid, then the hardware dashed, in one colour
+        styles = [(line.get_linestyle(), line.get_color()) for line in panel.lines if line.get_linestyle() != "None"]
+        assert [s for s, _ in styles] == ["-", "--", "-", "--"]
+        assert styles[0][1] == styles[1][1] != styles[2][1] == styles[3][1]
+    with pytest.raises(ValueError, match="must pair up"):
+        plots.simulator_vs_hardware([small_history()], [small_history("amp")])
 
 
 def test_styles_are_stable_per_format_and_policy():
