@@ -10,6 +10,8 @@ import itertools
 
 import numpy as np
 
+from fpsim import kernels
+from fpsim.formats import FP32
 from fpsim.policies import Precision
 
 ACTIVATIONS = ("relu", "tanh", "gelu")
@@ -78,6 +80,8 @@ class MLP:
     def _norm_forward(self, i: int, z: np.ndarray, w: dict, p: Precision, train: bool):
         if self.norm == "none":
             return z, None
+        if self.norm == "batch" and train and p.kernels == "torch":
+            return self._torch_batch_norm(i, z, w, p)
         x = p.cast(z, p.reductions)
         axis = 0 if self.norm == "batch" else 1
         if self.norm == "batch" and not train:
@@ -86,14 +90,25 @@ class MLP:
             mean = p.cast(x.mean(axis=axis, keepdims=True), p.reductions)
             var = p.cast(((x - mean) ** 2).mean(axis=axis, keepdims=True), p.reductions)
             if self.norm == "batch":
-                n = x.shape[0]
-                unbiased = var[0] * n / max(n - 1, 1)  # torch keeps the unbiased variance for evaluation
-                self.running[f"mean{i}"] = 0.9 * self.running[f"mean{i}"] + 0.1 * mean[0]
-                self.running[f"var{i}"] = 0.9 * self.running[f"var{i}"] + 0.1 * unbiased
+                self._update_running(i, mean[0], var[0], x.shape[0])
         inv_std = p.cast(1 / np.sqrt(var + _EPS), p.reductions)
         x_hat = p.cast((x - mean) * inv_std, p.reductions)
         out = p.activation(w[f"gamma{i}"] * x_hat + w[f"beta{i}"])
         return out, (x_hat, inv_std, axis)
+
+    def _update_running(self, i: int, mean: np.ndarray, var: np.ndarray, n: int) -> None:
+        unbiased = var * n / max(n - 1, 1)  # torch keeps the unbiased variance for evaluation
+        self.running[f"mean{i}"] = 0.9 * self.running[f"mean{i}"] + 0.1 * mean
+        self.running[f"var{i}"] = 0.9 * self.running[f"var{i}"] + 0.1 * unbiased
+
+    def _torch_batch_norm(self, i: int, z: np.ndarray, w: dict, p: Precision):
+        """BatchNorm1d as torch's CPU kernel rounds it, on the compute-format batch torch receives; its
+        statistics live in fp32, or in the compute format when the weights are too (a `.half()` model)."""
+        wide = p.compute is FP32
+        stats = p.compute if p.master is p.compute else FP32
+        out, mean, inv_std = kernels.batch_norm_forward(z, w[f"gamma{i}"], w[f"beta{i}"], wide, stats, p.threads)
+        self._update_running(i, mean, z.var(axis=0), z.shape[0])  # running statistics: as in the exact model
+        return p.activation(out), ("torch", z, mean, inv_std, wide)
 
     def loss(self, logits: np.ndarray, labels: np.ndarray, p: Precision) -> tuple[float, np.ndarray]:
         """Mean softmax cross-entropy and its gradient with respect to the logits, in the reductions format."""
@@ -125,6 +140,11 @@ class MLP:
     def _norm_backward(self, i: int, dy: np.ndarray, cache, w: dict, grads: dict, p: Precision) -> np.ndarray:
         if cache is None:
             return dy
+        if isinstance(cache[0], str):  # ("torch", ...): the kernel model's cache
+            _, x, mean, inv_std, wide = cache
+            dx, dgamma, dbeta = kernels.batch_norm_backward(dy, x, mean, inv_std, w[f"gamma{i}"], wide, p.threads)
+            grads[f"gamma{i}"], grads[f"beta{i}"] = p.cast(dgamma, p.reductions), p.cast(dbeta, p.reductions)
+            return p.gradient(dx)
         x_hat, inv_std, axis = cache
         grads[f"gamma{i}"] = p.cast((dy * x_hat).sum(axis=0), p.reductions)  # norm parameters live in reductions
         grads[f"beta{i}"] = p.cast(dy.sum(axis=0), p.reductions)

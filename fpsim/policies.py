@@ -75,11 +75,25 @@ def get_policy(spec: str | Policy | dict) -> Policy:
     return POLICIES[spec]
 
 
-class Precision:
-    """A policy at work: rounds tensors into its formats, multiplies under its accumulation, keeps the counts."""
+KERNELS = {
+    "exact": "one correct rounding per fused op: the teaching ideal",
+    "torch": "the rounding points of torch's own CPU kernels (BatchNorm, log-softmax, the optimizer's steps)",
+}
 
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
+
+class Precision:
+    """A policy at work: rounds tensors into its formats, multiplies under its accumulation, keeps the counts.
+
+    `kernels` says where ops round: "exact" once per fused op, "torch" where torch's kernels do, with
+    `threads` intra-op threads (torch.get_num_threads(): its reductions sum per thread, then combine).
+    """
+
+    def __init__(self, policy: Policy, kernels: str = "exact", threads: int = 1) -> None:
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(KERNELS)}; got {kernels!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        self.policy, self.kernels, self.threads = policy, kernels, threads
         self.compute, self.master = get_format(policy.compute), get_format(policy.master)
         self.grads, self.reductions = get_format(policy.grads), get_format(policy.reductions)
         self.accumulate = get_format(policy.accumulate)

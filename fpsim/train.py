@@ -22,10 +22,11 @@ from typing import IO
 import numpy as np
 
 from fpsim import data as datasets
+from fpsim import kernels
 from fpsim._files import atomic_write
 from fpsim.formats import FP32, get_format
 from fpsim.nn import ACTIVATIONS, MLP, NORMS
-from fpsim.policies import Policy, Precision, get_policy
+from fpsim.policies import KERNELS, Policy, Precision, get_policy
 from fpsim.scaling import DynamicLossScaler, StaticLossScaler, apex_scaler, hysteresis_scaler, naive_scaler
 
 OPTIMIZERS = ("sgd", "adam")
@@ -63,6 +64,7 @@ class Config:
     clip_norm: float | None = None
     eval_every: int = 50
     seed: int = 0
+    kernels: str = "exact"
 
     def validate(self) -> Policy:
         """Check every field before training starts; return the policy with the config's scaler overrides."""
@@ -84,6 +86,8 @@ class Config:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if self.clip_norm is not None and (not _is_number(self.clip_norm) or not self.clip_norm > 0):
             raise ValueError(f"clip_norm must be a finite number > 0 or None, got {self.clip_norm!r}")
+        if self.kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(KERNELS)}; got {self.kernels!r}")
         self._validate_model()
         self._validate_size()
         overrides = {k: v for k, v in (("scaler", self.scaler), ("loss_scale", self.loss_scale)) if v is not None}
@@ -367,6 +371,14 @@ class _Optimizer:
         for name, weight in params.items():
             g = grads[name]
             first, second = self.state[name]
+            if cfg.optimizer == "sgd" and p.kernels == "torch":
+                new, velocity = kernels.sgd_step(weight, kernels.to_format(g, master), first, cfg.lr, cfg.momentum,
+                                                 master)  # fmt: skip
+                first[...] = velocity if cfg.momentum else first
+                lost += int(np.count_nonzero((velocity != 0) & (new == weight)))
+                total += weight.size
+                weight[...] = new
+                continue
             if cfg.optimizer == "sgd":
                 velocity = cfg.momentum * first + g
                 update = cfg.lr * velocity
@@ -428,7 +440,7 @@ def run(
     dataset = _load_data(config) if dataset is None else _checked(dataset)
     if config.batch_size > len(dataset.x_train):
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(dataset.x_train)} training examples")
-    p = Precision(policy)
+    p = Precision(policy, kernels=config.kernels)
     model = MLP([dataset.n_features, *config.hidden, dataset.n_classes], config.activation, config.norm,
                 config.init_gain, config.seed)  # fmt: skip
     master = {k: p.cast(v, p.master) for k, v in model.params.items()}

@@ -12,6 +12,7 @@ import itertools
 import math
 import os
 import platform
+import string
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -165,7 +166,9 @@ def load_simulator_state(
             target = targets[name]
             source = torch.from_numpy(np.ascontiguousarray(to_torch_name(name, value)))
             converted = source.to(target.dtype)
-            if not torch.equal(converted.double(), source):  # float64 → fp16 goes through fp32: refuse, never round
+            if not torch.allclose(
+                converted.double(), source, rtol=0, atol=0, equal_nan=True
+            ):  # float64 → fp16 goes through fp32: refuse, never round
                 raise ValueError(f"{name} holds values that are not {_name(target.dtype)}; round them first")
             target.copy_(converted)
         for name, value in (running or {}).items():
@@ -609,3 +612,104 @@ def check_fp8_matmul(fp8_matmul: str, mech: Mechanism, device: torch.device) -> 
     if not capable or not hasattr(torch, "_scaled_mm"):
         raise ValueError("fp8_matmul='scaled_mm' needs torch._scaled_mm on a CUDA GPU of compute capability "
                          "8.9 or newer (Ada, Hopper); use fp8_matmul='emulated'")  # fmt: skip
+
+
+# ---- synced comparison: torch starts every step from the simulator's exact state ------------------------------
+@dataclass
+class SyncedStep:
+    """One synced step: the fraction of weight elements bit-identical after it, per tensor and overall, and the
+    first tensor (in backward order, where a divergence starts) that differs, with its largest ulp distance."""
+
+    step: int
+    identical: float
+    per_tensor: dict[str, float]
+    first_different: str | None
+    max_ulps: int
+    loss_relative_difference: float
+
+
+def synced_step_agreement(
+    config: simulator.Config, steps: int | None = None, *, device: str = "cpu"
+) -> list[SyncedStep]:
+    """Run the simulator for `steps` steps (the config's by default); before each, load its exact state
+    (weights, optimizer state, BatchNorm statistics, loss scale) into torch, let both take the step on the
+    same batch, and compare the weights after it bit for bit."""
+    steps = config.steps if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    target = resolve_device(device)
+    dataset = simulator._load_data(config)
+    with _torch_settings(target):
+        trainer = Trainer(config, target, dataset)
+        sim = _Simulator(config, trainer)
+        results = []
+        for step in range(steps):
+            batch = datasets.batches(len(dataset.x_train), config.batch_size, config.seed, step)
+            x, y = dataset.x_train[batch], dataset.y_train[batch]
+            sim.load_into(trainer)
+            real = trainer.step(x, y)
+            expected = sim.step(x, y)
+            results.append(_compare(step + 1, sim.master, trainer, expected["loss"], real["loss"]))
+    return results
+
+
+class _Simulator:
+    """The simulator's training state, stepped one batch at a time (the loop of fpsim.train.run)."""
+
+    def __init__(self, config: simulator.Config, trainer: Trainer) -> None:
+        self.config = config
+        self.p = Precision(trainer.policy, kernels=config.kernels, threads=torch.get_num_threads())
+        self.model, self.master = trainer.reference, {k: v.copy() for k, v in trainer.master.items()}
+        self.optimizer = simulator._Optimizer(config, self.master, self.p)
+        self.scaler = simulator._make_scaler(trainer.policy)
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> dict:
+        history = simulator.History({}, {})
+        simulator._train_step(self.model, self.master, self.optimizer, self.scaler, self.p, self.config, x, y, history)
+        return {"loss": history.loss[0]}
+
+    def load_into(self, trainer: Trainer) -> None:
+        load_simulator_state(trainer.model, self.master, self.model.running)
+        for name, param in trainer.params.items():
+            first, second = (torch.from_numpy(to_torch_name(name, s)).to(param) for s in self.optimizer.state[name])
+            state = trainer.optimizer.state[param]
+            state.clear()
+            if self.config.optimizer == "sgd" and self.config.momentum > 0:
+                state["momentum_buffer"] = first
+            elif self.config.optimizer == "adam" and self.optimizer.t > 0:
+                state.update(step=torch.tensor(float(self.optimizer.t)), exp_avg=first, exp_avg_sq=second)
+        scaling = trainer.scaling
+        if scaling.grad_scaler is not None:
+            scaling.grad_scaler.load_state_dict(self.scaler.state_dict())
+        elif scaling.host is not None:
+            scaling.host.scale, scaling.host.growth_tracker = (
+                self.scaler.scale,
+                getattr(self.scaler, "growth_tracker", 0),
+            )
+
+
+def _compare(step: int, master: dict[str, np.ndarray], trainer: Trainer, loss: float, real_loss: float) -> SyncedStep:
+    dtype = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: None}[trainer.mech.param_dtype]
+    per_tensor, first, max_ulps, same_total, total = {}, None, 0, 0, 0
+    backward_order = sorted(master, key=lambda k: (-int(k.lstrip(string.ascii_letters)), k))  # last layer first
+    for name in backward_order:
+        real = to_torch_name(name, trainer.params[name].detach().double().cpu().numpy())
+        expected = master[name]
+        same = (real == expected) | (np.isnan(real) & np.isnan(expected))
+        per_tensor[name] = float(same.mean())
+        same_total, total = same_total + int(same.sum()), total + same.size
+        if first is None and not same.all():
+            first, max_ulps = name, _max_ulps(real[~same], expected[~same], dtype)
+    with np.errstate(all="ignore"):
+        relative = abs(real_loss - loss) / abs(loss) if loss else abs(real_loss)
+    return SyncedStep(step, same_total / total, per_tensor, first, max_ulps, float(relative))
+
+
+def _max_ulps(a: np.ndarray, b: np.ndarray, dtype) -> int:
+    """The largest distance in representable values of the weights' format (fp32 or fp16) between a and b."""
+    if dtype is None:  # bf16 weights: the top half of the fp32 pattern orders them
+        return _max_ulps(a, b, np.float32) >> 16
+    bits = {np.float32: np.int32, np.float16: np.int16}[dtype]
+    ia, ib = (np.asarray(v, dtype=dtype).view(bits).astype(np.int64) for v in (a, b))
+    ia, ib = (np.where(i < 0, np.iinfo(bits).min - i, i) for i in (ia, ib))  # sign-magnitude to ordered ints
+    return int(np.max(np.abs(ia - ib)))
