@@ -9,14 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
 from fpsim.codec import CLASSES
 from fpsim.flags import Flags, report, suspended, tracking
 from fpsim.formats import FP32, FP64, Format, get_format
-from fpsim.rounding import NAN_INPUT_POLICIES, check_rounding
+from fpsim.rounding import Rounding
 
 __all__ = ["CLASSES", "classify", "decode", "encode", "round"]
 
@@ -82,7 +81,6 @@ class _Grid:
     fix_tiny: bool  # every quantum exceeds 1 (a bias below zero): x / 2^q may underflow to 0
 
 
-@lru_cache(maxsize=64)
 def _grid(fmt: Format, work: _Work) -> _Grid:
     low, top = fmt.emin, min(fmt.emax + 1, work.fmt.emax)
     constant = max(0, work.fmt.emin - (low - fmt.nmant))  # the least Q becomes 2^emin of the working precision
@@ -106,12 +104,10 @@ class _Plan:
     def resolve(
         cls, fmt: object, rounding: object, overflow: object, on_nan: object, generator: object, device: torch.device
     ) -> _Plan:
-        fmt = get_format(fmt)
-        mode = check_rounding(rounding)
-        policy = fmt.overflow if overflow is None else fmt.check_overflow(overflow)
-        if not isinstance(on_nan, str) or on_nan not in NAN_INPUT_POLICIES:
-            raise ValueError(f"on_nan must be one of {', '.join(map(repr, NAN_INPUT_POLICIES))}; got {on_nan!r}")
-        return cls(fmt, mode, policy, on_nan, _generator(generator, mode, device))
+        checked = Rounding.resolve(fmt, rounding, overflow, None, on_nan)  # fpsim.round's own validation
+        return cls(
+            checked.fmt, checked.mode, checked.overflow, checked.on_nan, _generator(generator, checked.mode, device)
+        )
 
 
 def _generator(generator: object, mode: str, device: torch.device) -> torch.Generator | None:

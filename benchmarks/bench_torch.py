@@ -1,0 +1,132 @@
+"""Time fpsim.torch.round against torch's own casts and a copy of the same bytes, in one run, on one device.
+
+    python benchmarks/bench_torch.py                    # 10^7 wide-range float32 values on the CPU, median of 7
+    python benchmarks/bench_torch.py --device cuda      # CUDA events after a warm-up; GB/s against the copy
+    python benchmarks/bench_torch.py --compile          # also torch.compile(fpsim.torch.round), checked identical
+
+Every call is float32 in, float32 out: 8 bytes of traffic per element, like `x.clone()`. Before timing, each
+fpsim result is checked bit for bit against torch's cast (under the cast's own overflow policy, detected), and
+each compiled variant against the eager one, so a fast wrong answer cannot win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import fpsim.torch as ft
+from fpsim._terminal import console
+
+NATIVE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3": torch.float8_e4m3fn}
+BYTES_PER_ELEMENT = 8  # a float32 read and a float32 written
+
+
+def wide_range_float32(n: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+    """sign·2^U(-30, 20)·(1 + U): spans fp16's subnormals, normals and overflow (as bench_codec.py)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    sign = torch.randint(0, 2, (n,), generator=generator, device=device) * 2 - 1
+    exponent = torch.rand(n, generator=generator, device=device, dtype=torch.float64) * 50 - 30
+    mantissa = 1 + torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+    return (sign * torch.exp2(exponent) * mantissa).to(torch.float32)
+
+
+def median_seconds(run: Callable[[], object], repeat: int, device: torch.device) -> float:
+    """The median time of `repeat` calls after three warm-up calls; CUDA events on a GPU."""
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            began = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def cases(x: torch.Tensor, compile_: bool) -> dict[str, tuple[Callable[[], torch.Tensor], str | None]]:
+    """name -> (call, the row it is compared with); the e4m3 row uses the native cast's overflow policy."""
+    e4m3_policy = ft.native_overflow(torch.float8_e4m3fn, x.device)
+    generator = torch.Generator(device=x.device).manual_seed(1)
+    fpsim_calls = {
+        "fp16 nearest_even": (lambda f: lambda: f(x, "fp16"), "fp16"),
+        "bf16 nearest_even": (lambda f: lambda: f(x, "bf16"), "bf16"),
+        f"fp8_e4m3 nearest_even, {e4m3_policy}": (lambda f: lambda: f(x, "fp8_e4m3", overflow=e4m3_policy), "fp8_e4m3"),
+        "fp16 stochastic": (lambda f: lambda: f(x, "fp16", "stochastic", generator=generator), "fp16"),
+    }
+    table = {"copy x.clone()": (x.clone, None)}
+    for dtype in NATIVE.values():
+        table[f"torch .to({str(dtype).removeprefix('torch.')}).float()"] = (
+            lambda d=dtype: x.to(d).to(torch.float32),
+            None,
+        )
+    native_row = {name: f"torch .to({str(dtype).removeprefix('torch.')}).float()" for name, dtype in NATIVE.items()}
+    for name, (bind, fmt) in fpsim_calls.items():
+        table[f"fpsim {name}"] = (bind(ft.round), native_row[fmt])
+    if compile_:  # deterministic modes only: compiled code draws its own random numbers (inductor's RNG)
+        compiled = torch.compile(ft.round)
+        for name, (bind, fmt) in fpsim_calls.items():
+            if "stochastic" not in name:
+                table[f"compiled fpsim {name}"] = (bind(compiled), native_row[fmt])
+    return table
+
+
+def check_exact(table: dict, x: torch.Tensor) -> None:
+    """fpsim against the native casts, and every compiled variant against eager fpsim, bit for bit."""
+    pairs = [(name, reference) for name, (_, reference) in table.items() if reference and "stochastic" not in name]
+    pairs += [(name, name.removeprefix("compiled ")) for name in table if name.startswith("compiled")]
+    for ours, reference in pairs:
+        a, b = table[ours][0](), table[reference][0]()
+        same = (a.view(torch.int32) == b.view(torch.int32)) | (torch.isnan(a) & torch.isnan(b))
+        if not bool(same.all()):
+            raise SystemExit(f"{ours} differs from {reference} in {int((~same).sum())} of {x.numel()} elements")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10**7, help="tensor length (default 10^7)")
+    parser.add_argument("--repeat", type=int, default=7, help="timed runs per case; the median is kept")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile(fpsim.torch.round)")
+    args = parser.parse_args()
+    if args.n < 1 or args.repeat < 1:
+        parser.error("--n and --repeat must be at least 1")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"unknown device {args.device!r}; use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this torch has no CUDA device; use --device cpu")
+    torch._logging.set_logs(dynamo=logging.ERROR)  # graph breaks at fpsim's host checks are expected, not news
+    x = wide_range_float32(args.n, device)
+    table = cases(x, args.compile)
+    check_exact(table, x)
+    seconds = {name: median_seconds(run, args.repeat, device) for name, (run, _) in table.items()}
+    report(seconds, table, args, device)
+
+
+def report(seconds: dict[str, float], table: dict, args: argparse.Namespace, device: torch.device) -> None:
+    out = console()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    out.print(f"{args.n:,} wide-range float32 values, median of {args.repeat}; torch {torch.__version__}, {where}")
+    out.print("| case | ms | GB/s | % of copy | × native |\n|---|---:|---:|---:|---:|")
+    copy = seconds["copy x.clone()"]
+    for name, (_, reference) in table.items():
+        rate = BYTES_PER_ELEMENT * args.n / seconds[name] / 1e9
+        ratio = f"{seconds[name] / seconds[reference]:.2f}" if reference else ""
+        out.print(f"| {name} | {seconds[name] * 1e3:.2f} | {rate:.1f} | {100 * copy / seconds[name]:.0f}% | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
