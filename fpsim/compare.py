@@ -15,7 +15,7 @@ import numpy as np
 
 from fpsim import _terminal, train
 from fpsim._terminal import StepProgress
-from fpsim.report import Report, cell
+from fpsim.report import Report, cell, markdown_table
 from fpsim.train import History
 
 POLICIES = ("fp32", "fp16", "fp16-static", "fp16-dynamic", "amp", "bf16")  # every policy torch runs natively
@@ -94,12 +94,26 @@ class Comparison:
     torch: list[History]
     agreements: list[Agreement]
 
-    def rows(self) -> list[dict]:
-        """One summary row per policy: outcomes side by side, then how closely the runs agree."""
-        return [_row(s, t, a) for s, t, a in zip(self.simulator, self.torch, self.agreements)]
+    def outcomes(self) -> list[dict]:
+        """What each run reached: one row per policy and backend."""
+        runs = [(h, "simulator") for h in self.simulator], [(h, f"torch {self.device}") for h in self.torch]
+        return [_outcome(h, where) for pair in zip(*runs) for h, where in pair]
+
+    def agreement_rows(self) -> list[dict]:
+        """How closely the two runs of each policy agree: one row per policy."""
+        return [_agreement_row(a) for a in self.agreements]
+
+    def show(self, console, report: Report | None = None) -> None:
+        """Print both tables, and add them to `report` when given."""
+        for heading, rows in (("What each run reached", self.outcomes()),
+                              ("How closely simulator and torch agree", self.agreement_rows())):  # fmt: skip
+            console.print(heading, style="bold", markup=False)
+            console.print(_terminal.table(list(rows[0]), ([cell(v) for v in row.values()] for row in rows)))
+            if report is not None:
+                report.text(f"**{heading}**\n\n" + markdown_table(rows))
 
     def to_dict(self) -> dict:
-        return {"scenario": self.scenario, "device": self.device, "rows": self.rows(),
+        return {"scenario": self.scenario, "device": self.device, "outcomes": self.outcomes(),
                 "agreements": [a.to_dict() for a in self.agreements],
                 "simulator": [asdict(h) for h in self.simulator], "torch": [asdict(h) for h in self.torch]}  # fmt: skip
 
@@ -132,11 +146,6 @@ def _reporter(progress: StepProgress, label: str, config: train.Config):
     return lambda history: update(len(history.loss), f"loss {history.loss[-1]:.4g}")
 
 
-def print_rows(rows: list[dict], console) -> None:
-    """A comparison's rows as a terminal table."""
-    console.print(_terminal.table(list(rows[0]), ([cell(v) for v in row.values()] for row in rows)))
-
-
 def report(scenario: str, policies: list[str] | tuple[str, ...] = POLICIES, *, out: str | os.PathLike,
            device: str = "auto", steps: int | None = None, synced: bool = False, console=None) -> Path:  # fmt: skip
     """`fpsim compare`: run the comparison, print it, and write report.md, report.json and the overlay figure
@@ -144,11 +153,9 @@ def report(scenario: str, policies: list[str] | tuple[str, ...] = POLICIES, *, o
     folder = Report(out, f"fpsim compare: the {scenario} scenario, simulator against torch", argument="--out")
     console = console or _terminal.console()
     comparison = compare(scenario, policies, device=device, steps=steps, quiet=False)
-    rows = comparison.rows()
     console.print(f"scenario {scenario} on {comparison.device}: {train.SCENARIOS[scenario][0]}", markup=False)
-    print_rows(rows, console)
     folder.section(f"{scenario} on {comparison.device}", train.SCENARIOS[scenario][0])
-    folder.table(rows)
+    comparison.show(console, folder)
     folder.data["comparison"] = comparison.to_dict()
     from fpsim import plots  # matplotlib loads only when a figure is drawn
 
@@ -156,28 +163,73 @@ def report(scenario: str, policies: list[str] | tuple[str, ...] = POLICIES, *, o
     folder.figure(f"compare_{scenario}", figure, f"{scenario}: simulator (solid) against torch on "
                   f"{comparison.device} (dashed)")  # fmt: skip
     if synced:
-        pass  # synced: wired once the torch backend offers it
+        _synced(folder, scenario, policies, comparison.device, steps, console)
     path = folder.write()
     console.print(f"wrote {path}", markup=False)
     return path
 
 
-def _row(simulated: History, hardware: History, agreed: Agreement) -> dict:
-    sim, hw = simulated.summary(), hardware.summary()
+def synced(scenario: str, policies: list[str] | tuple[str, ...] = POLICIES, *, device: str = "auto",
+           steps: int | None = None, kernels: str = "torch") -> list[dict]:  # fmt: skip
+    """Per policy: torch restarted from the simulator's exact state at every step, and how many weight elements
+    come out bit-identical; where some do not, the first tensor (in backward order) that differs and by how
+    many ulps. One row per policy, with the per-step fractions under "per step"."""
+    from fpsim.torch import training
+
+    configs = [train.scenario(scenario, policy=name, kernels=kernels) for name in policies]
+    for config in configs:
+        config.validate()
+    rows = []
+    for config in configs:
+        results = training.synced_step_agreement(config, steps, device=device)
+        rows.append(_synced_row(config.policy, results))
+    return rows
+
+
+def _synced_row(policy: str, results: list) -> dict:
+    fractions = np.array([r.identical for r in results])
+    first = next((r for r in results if r.first_different), None)
+    return {
+        "policy": policy,
+        "steps": len(results),
+        "identical weights (mean)": float(fractions.mean()),
+        "identical weights (worst step)": float(fractions.min()),
+        "steps all identical": int((fractions == 1).sum()),
+        "first differing tensor": f"{first.first_different} at step {first.step}, {first.max_ulps} ulp"
+        if first
+        else None,
+        "per step": fractions.tolist(),
+    }
+
+
+def _synced(folder: Report, scenario: str, policies, device: str, steps: int | None, console) -> None:
+    rows = synced(scenario, policies, device=device, steps=steps)
+    shown = [{k: v for k, v in row.items() if k != "per step"} for row in rows]
+    heading = "Synced: torch restarted from the simulator's state at every step (kernels='torch')"
+    console.print(heading, style="bold", markup=False)
+    console.print(_terminal.table(list(shown[0]), ([cell(v) for v in row.values()] for row in shown)))
+    folder.text(f"**{heading}**\n\n" + markdown_table(shown))
+    folder.data["synced"] = rows
+
+
+def _outcome(history: History, where: str) -> dict:
+    summary = history.summary()
+    return {
+        "policy": summary["policy"],
+        "backend": where,
+        "final loss": summary["final loss"],
+        "test accuracy": summary["test accuracy"],
+        "skipped steps": summary["skipped steps"],
+        "flushed %": summary["flushed %"],
+        "ms/step": 1000 * history.seconds / max(1, len(history.loss)),
+    }
+
+
+def _agreement_row(agreed: Agreement) -> dict:
     return {
         "policy": agreed.policy,
-        "loss sim": sim["final loss"],
-        "loss torch": hw["final loss"],
-        "accuracy sim": sim["test accuracy"],
-        "accuracy torch": hw["test accuracy"],
-        "skipped sim": len(agreed.skipped_simulator),
-        "skipped torch": len(agreed.skipped_torch),
         "same skipped steps": agreed.skipped_agree,
         "same scales": agreed.scales_equal,
-        "flushed % sim": sim["flushed %"],
-        "flushed % torch": hw["flushed %"],
-        "ms/step sim": 1000 * simulated.seconds / max(1, len(simulated.loss)),
-        "ms/step torch": 1000 * hardware.seconds / max(1, len(hardware.loss)),
         "max loss diff": agreed.loss_difference_max,
         "median loss diff": agreed.loss_difference_median,
         f"first step > {agreed.tolerance:g}": agreed.first_divergence,

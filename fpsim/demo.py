@@ -67,10 +67,8 @@ def _scenario(report: Report, say, number: int, scenario: str, policies, device:
     say.rule(heading)
     say.print(STORY[scenario])
     comparison = comparisons.compare(scenario, policies, device=device, steps=steps, quiet=False)
-    rows = comparison.rows()
-    comparisons.print_rows(rows, say)
     report.section(heading, STORY[scenario])
-    report.table(rows)
+    comparison.show(say, report)
     report.data[scenario] = comparison.to_dict()
     from fpsim import plots  # matplotlib loads only when a figure is drawn
 

@@ -62,9 +62,6 @@ class Report:
     def text(self, text: str) -> None:
         self.parts.append(text.rstrip() + "\n")
 
-    def table(self, rows: list[dict]) -> None:
-        self.parts.append(markdown_table(rows) + "\n")
-
     def figure(self, name: str, figure, caption: str) -> Path:
         """Save a matplotlib Figure as NAME.png in the folder and link it with its caption."""
         self.folder.mkdir(exist_ok=True)
