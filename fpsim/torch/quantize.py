@@ -102,8 +102,9 @@ def quantize(
     """x rounded to `fmt` (as fpsim.torch.round, in x's dtype), differentiable: the backward pass passes the
     gradient straight through, or rounds it to `grad_fmt` with `grad_rounding` when given.
 
-    x's dtype must hold every value of `fmt` (float32 holds all presets but fp64). `generator` drives
-    stochastic rounding in either direction.
+    x's dtype must hold every value of `fmt` (float32 holds all presets but fp64). `generator` (a
+    torch.Generator; not a seed, which would repeat the same draws at every call) drives stochastic rounding
+    in either direction.
     """
     forward, backward = _rounders(fmt, rounding, overflow, on_nan, generator, grad_fmt, grad_rounding)
     return _RoundFunction.apply(x, forward, backward)
