@@ -133,3 +133,20 @@ def sgd_step(
         buffer = grad.copy() if decayed is None else add_scaled(decayed, grad, 1.0, fmt)
         grad = buffer
     return add_scaled(weight, grad, -lr, fmt), buffer
+
+
+def log_softmax(z: np.ndarray, fmt: Format) -> np.ndarray:
+    """torch's CPU log_softmax over the last axis of an (N, C) tensor of `fmt` (fp32, or fp16/bf16 computed in
+    fp32): exp(z - max) summed in order in fp32; for fp16/bf16 that sum and its log are stored in `fmt`.
+
+    exp and log are correctly rounded here; torch's vectorized ones (Sleef) are within an ulp of them.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # inf logits give NaN, as in torch
+        shifted = fl32(z - z.max(axis=1, keepdims=True))
+        terms = fl32(np.exp(shifted))
+        total = np.zeros((z.shape[0], 1))
+        for column in range(z.shape[1]):
+            total = fl32(total + terms[:, column : column + 1])
+        if fmt is FP32:
+            return fl32(shifted - fl32(np.log(total)))
+        return to_format(shifted - to_format(np.log(to_format(total, fmt)), fmt), fmt)

@@ -113,8 +113,11 @@ class MLP:
     def loss(self, logits: np.ndarray, labels: np.ndarray, p: Precision) -> tuple[float, np.ndarray]:
         """Mean softmax cross-entropy and its gradient with respect to the logits, in the reductions format."""
         with np.errstate(invalid="ignore", over="ignore"):  # inf logits give NaN: the loss then says so
-            shifted = logits - logits.max(axis=1, keepdims=True)
-            log_probs = p.cast(shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)), p.reductions)
+            if p.kernels == "torch":
+                log_probs = kernels.log_softmax(logits, p.reductions)
+            else:
+                shifted = logits - logits.max(axis=1, keepdims=True)
+                log_probs = p.cast(shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)), p.reductions)
         n = len(labels)
         loss = float(p.cast(-log_probs[np.arange(n), labels].mean(), p.reductions))
         grad = np.exp(log_probs)

@@ -268,3 +268,11 @@ def test_amp_keeps_norm_parameters_and_their_gradients_in_fp32():
     p = Precision(get_policy("amp"))
     weights = _compute_weights({"gamma0": np.full(3, 1 + 2.0**-20), "W0": np.full(3, 1 + 2.0**-20)}, p)
     assert weights["gamma0"][0] == 1 + 2.0**-20 and weights["W0"][0] == float(fpsim.round(1 + 2.0**-20, "fp16"))
+
+
+def test_the_kernel_model_is_a_config_field():
+    assert Config().kernels == "exact" and Config.from_dict(Config(kernels="torch").to_dict()).kernels == "torch"
+    with pytest.raises(ValueError, match="kernels must be one of exact, torch"):
+        run(Config(kernels="cuda"))
+    history = run(Config(policy="fp16", kernels="torch", steps=5))
+    assert history.config["kernels"] == "torch" and len(history.loss) == 5

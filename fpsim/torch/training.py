@@ -671,7 +671,7 @@ class _Simulator:
     def load_into(self, trainer: Trainer) -> None:
         load_simulator_state(trainer.model, self.master, self.model.running)
         for name, param in trainer.params.items():
-            first, second = (torch.from_numpy(to_torch_name(name, s)).to(param) for s in self.optimizer.state[name])
+            first, second = (_like(param, to_torch_name(name, s)) for s in self.optimizer.state[name])
             state = trainer.optimizer.state[param]
             state.clear()
             if self.config.optimizer == "sgd" and self.config.momentum > 0:
@@ -686,6 +686,12 @@ class _Simulator:
                 self.scaler.scale,
                 getattr(self.scaler, "growth_tracker", 0),
             )
+
+
+def _like(param: torch.Tensor, values: np.ndarray) -> torch.Tensor:
+    """Optimizer state for `param`, contiguous as torch's own: a strided buffer sends add_ down another kernel
+    (for fp16 its scalar path keeps alpha in fp32 where the vectorized one rounds it to fp16)."""
+    return torch.from_numpy(np.ascontiguousarray(values)).to(param)
 
 
 def _compare(step: int, master: dict[str, np.ndarray], trainer: Trainer, loss: float, real_loss: float) -> SyncedStep:
