@@ -33,7 +33,19 @@ from fpsim.rounding import ROUNDING_MODES
 __version__ = "0.1.0"
 
 # Submodules reached as attributes (`fpsim.train.run`) and imported on first use: they pull in heavy libraries
-_LAZY_SUBMODULES = ("data", "nn", "plots", "policies", "scaling", "strategies", "train")
+_LAZY_SUBMODULES = (
+    "compare",
+    "data",
+    "demo",
+    "nn",
+    "plots",
+    "policies",
+    "report",
+    "scaling",
+    "strategies",
+    "torch",
+    "train",
+)
 
 
 def __getattr__(name: str) -> object:
