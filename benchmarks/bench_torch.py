@@ -82,6 +82,10 @@ def cases(x: torch.Tensor, compile_: bool) -> dict[str, tuple[Callable[[], torch
     return table
 
 
+class MismatchError(Exception):
+    """A timed case whose result is not bit for bit its reference's: it must not be timed."""
+
+
 def check_exact(table: dict, x: torch.Tensor) -> None:
     """fpsim against the native casts, and every compiled variant against eager fpsim, bit for bit."""
     pairs = [(name, reference) for name, (_, reference) in table.items() if reference and "stochastic" not in name]
@@ -90,7 +94,7 @@ def check_exact(table: dict, x: torch.Tensor) -> None:
         a, b = table[ours][0](), table[reference][0]()
         same = (a.view(torch.int32) == b.view(torch.int32)) | (torch.isnan(a) & torch.isnan(b))
         if not bool(same.all()):
-            raise SystemExit(f"{ours} differs from {reference} in {int((~same).sum())} of {x.numel()} elements")
+            raise MismatchError(f"{ours} differs from {reference} in {int((~same).sum())} of {x.numel()} elements")
 
 
 def main() -> None:
@@ -108,24 +112,31 @@ def main() -> None:
         parser.error(f"unknown device {args.device!r}; use cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: this torch has no CUDA device; use --device cpu")
-    torch._logging.set_logs(dynamo=logging.ERROR)  # graph breaks at fpsim's host checks are expected, not news
-    x = wide_range_float32(args.n, device)
-    table = cases(x, args.compile)
-    check_exact(table, x)
-    seconds = {name: median_seconds(run, args.repeat, device) for name, (run, _) in table.items()}
-    report(seconds, table, args, device)
-
-
-def report(seconds: dict[str, float], table: dict, args: argparse.Namespace, device: torch.device) -> None:
+    try:
+        rows = measure(wide_range_float32(args.n, device), args.repeat, args.compile)
+    except MismatchError as err:
+        parser.exit(1, f"bench_torch: {err}\n")
     out = console()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     out.print(f"{args.n:,} wide-range float32 values, median of {args.repeat}; torch {torch.__version__}, {where}")
     out.print("| case | ms | GB/s | % of copy | × native |\n|---|---:|---:|---:|---:|")
+    for row in rows:
+        ratio = f"{row['x native']:.2f}" if row["x native"] else ""
+        out.print(f"| {row['case']} | {row['ms']:.2f} | {row['GB/s']:.1f} | {row['% of copy']:.0f}% | {ratio} |")
+
+
+def measure(x: torch.Tensor, repeat: int, compile_: bool) -> list[dict]:
+    """Check every case bit for bit, then time it: one row per case with ms, GB/s, % of copy and × native."""
+    torch._logging.set_logs(dynamo=logging.ERROR)  # graph breaks at fpsim's host checks are expected, not news
+    table = cases(x, compile_)
+    check_exact(table, x)
+    seconds = {name: median_seconds(run, repeat, x.device) for name, (run, _) in table.items()}
     copy = seconds["copy x.clone()"]
-    for name, (_, reference) in table.items():
-        rate = BYTES_PER_ELEMENT * args.n / seconds[name] / 1e9
-        ratio = f"{seconds[name] / seconds[reference]:.2f}" if reference else ""
-        out.print(f"| {name} | {seconds[name] * 1e3:.2f} | {rate:.1f} | {100 * copy / seconds[name]:.0f}% | {ratio} |")
+    return [
+        {"case": name, "ms": 1e3 * seconds[name], "GB/s": BYTES_PER_ELEMENT * x.numel() / seconds[name] / 1e9,
+         "% of copy": 100 * copy / seconds[name], "x native": seconds[name] / seconds[ref] if ref else None}
+        for name, (_, ref) in table.items()
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

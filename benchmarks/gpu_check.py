@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -25,20 +24,18 @@ import numpy as np
 import torch
 
 import fpsim
+from fpsim import compare
 from fpsim import torch as fptorch
 from fpsim.report import markdown_table
 
-NATIVE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling benchmark, also when imported from the tests
+import bench_torch
+
 DETERMINISTIC_MODES = [mode for mode in fpsim.ROUNDING_MODES if mode != "stochastic"]
 
 
 def wide_range(n: int, device: str, seed: int = 0) -> torch.Tensor:
-    """sign·2^U(-40, 20)·(1 + U) as float32: fp16's and fp8's subnormals, normals and overflow, on `device`."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
-    exponent = torch.empty(n).uniform_(-40, 20, generator=generator)
-    x = sign * torch.exp2(exponent) * (1 + torch.rand(n, generator=generator))
-    return x.to(torch.float32).to(device)
+    return bench_torch.wide_range_float32(n, torch.device(device), seed)
 
 
 def codes_and_midpoints(fmt: str, device: str) -> torch.Tensor:
@@ -57,28 +54,14 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.view(torch.int32) == b.view(torch.int32)) | nan
 
 
-def e4m3fn_overflow_policy(device: str) -> str:
-    """The installed torch's e4m3fn cast past 448: 'saturate' (torch >= 2.13) or 'nan' (older releases)."""
-    cast = torch.tensor([480.0, math.inf], device=device).to(torch.float8_e4m3fn).to(torch.float32).cpu()
-    if torch.isnan(cast).all():
-        return "nan"
-    if (cast == 448).all():
-        return "saturate"
-    return f"unknown ({cast.tolist()})"
-
-
-def native_overflow_policy(fmt: str, device: str) -> str:
-    return e4m3fn_overflow_policy(device) if fmt == "fp8_e4m3" else "inf"
-
-
 def check_native_casts(device: str, n: int) -> list[dict]:
     """fpsim.torch.round against x.to(dtype) on `device`, under each cast's own overflow policy."""
     rows = []
     x = wide_range(n, device)
-    for fmt, dtype in NATIVE.items():
-        policy = native_overflow_policy(fmt, device)
+    for fmt, dtype in fptorch.NATIVE_CASTS.items():
+        policy = fptorch.native_overflow(dtype, device)  # detected: torch 2.13 saturates e4m3fn, 2.11 gives NaN
         inputs = torch.cat([x, codes_and_midpoints(fmt, device)])
-        ours = fptorch.round(inputs, fmt, overflow=policy if policy in ("inf", "nan", "saturate") else None)
+        ours = fptorch.round(inputs, fmt, overflow=policy)
         native = inputs.to(dtype).to(torch.float32)
         mismatches = int((~same_bits(ours, native)).sum())
         rows.append({"format": fmt, "values": inputs.numel(), "native overflow": policy, "mismatches": mismatches})
@@ -91,65 +74,43 @@ def check_against_numpy(device: str, n: int) -> list[dict]:
     reference_input = x.cpu().numpy()
     rows = []
     for fmt in ("fp32", "tf32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1"):
-        for mode in DETERMINISTIC_MODES:
+        row = {"format": fmt, "values": n}
+        for mode in DETERMINISTIC_MODES:  # one column per mode: the count of elements that differ
             ours = fptorch.round(x, fmt, mode).cpu().numpy().astype(np.float64)
             reference = fpsim.round(reference_input, fmt, mode)
             equal = (ours.view(np.int64) == reference.view(np.int64)) | (np.isnan(ours) & np.isnan(reference))
-            rows.append({"format": fmt, "mode": mode, "values": n, "mismatches": int((~equal).sum())})
+            row[mode] = int((~equal).sum())
+        rows.append(row)
     return rows
 
 
-def timed(run: Callable[[], object], device: str, repeat: int) -> float:
-    """Median seconds of `run`, after a warm-up, with CUDA events on a GPU."""
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(repeat):
-        if device.startswith("cuda"):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            run()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            begin = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - begin)
-    return float(np.median(times))
-
-
-def throughput(device: str, n: int, repeat: int) -> list[dict]:
-    """GB/s of fpsim.torch.round (float32 in, float32 out) against the native cast and a copy of the same bytes."""
+def throughput(device: str, n: int, repeat: int, compile_: bool) -> list[dict]:
+    """bench_torch's cases on `device`: fpsim.torch.round (eager, and compiled when asked) against the native
+    casts and a copy of the same bytes, each checked bit for bit before it is timed."""
     x = wide_range(n, device, seed=2)
-    out = torch.empty_like(x)
-    generator = torch.Generator(device=device).manual_seed(0)
-    moved = 2 * x.numel() * x.element_size()  # every case reads and writes one float32 per element
-    cases = {
-        "copy (device to device)": lambda: out.copy_(x),
-        "native .to(float16).to(float32)": lambda: x.to(torch.float16).to(torch.float32),
-        "fpsim fp16 nearest_even": lambda: fptorch.round(x, "fp16"),
-        "fpsim bf16 nearest_even": lambda: fptorch.round(x, "bf16"),
-        "fpsim fp8_e4m3 nearest_even": lambda: fptorch.round(x, "fp8_e4m3"),
-        "fpsim fp16 stochastic": lambda: fptorch.round(x, "fp16", "stochastic", generator=generator),
-    }
-    seconds = {name: timed(run, device, repeat) for name, run in cases.items()}
-    copy = seconds["copy (device to device)"]
-    return [
-        {"case": name, "ms": 1000 * s, "GB/s": moved / s / 1e9, "fraction of copy bandwidth": copy / s}
-        for name, s in seconds.items()
-    ]
+    try:
+        return bench_torch.measure(x, repeat, compile_)
+    except Exception as err:  # torch.compile needs a working toolchain: the eager timings still count
+        if not compile_:
+            raise
+        rows = bench_torch.measure(x, repeat, False)
+        return [*rows, {"case": "torch.compile", "ms": None, "GB/s": None, "% of copy": None,
+                        "x native": f"unavailable: {type(err).__name__}: {err}"[:200]}]  # fmt: skip
 
 
-def experiments(device: str, steps: int | None, synced_steps: int) -> dict:
-    """The simulator against torch on `device`: underflow and overflow, every policy, free-running and synced."""
-    from fpsim import compare
-
+def experiments(device: str, policies, steps: int | None, synced_steps: int) -> dict:
+    """The simulator against torch on `device`: underflow and overflow, free-running and synced."""
     results = {}
     for scenario in ("underflow", "overflow"):
-        comparison = compare.compare(scenario, compare.POLICIES, device=device, steps=steps, synced=synced_steps)
-        results[scenario] = comparison.to_dict()
-    return results
+        comparison = compare.compare(scenario, policies, device=device, steps=steps)
+        synced = compare.synced(scenario, policies, device=device, steps=synced_steps)
+        tables = [markdown_table(rows) for rows in (comparison.outcomes(), comparison.agreement_rows())]
+        shown = [{k: v for k, v in row.items() if k != "per step"} for row in synced]
+        results[scenario] = {"markdown": "\n\n".join([f"### {scenario}", *tables, markdown_table(shown)]),
+                             "synced": synced,
+                             "agreements": [a.to_dict() for a in comparison.agreements],
+                             "environment": comparison.torch[0].environment}  # fmt: skip
+    return {"markdown": "\n\n".join(r["markdown"] for r in results.values()), **results}
 
 
 def probe_rows(k: int = 64) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -295,12 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     n_cast, n_modes, n_speed = (10**7, 10**6, 2**26) if full else (10**4, 10**3, 10**5)
     log = Log(Path(args.out))
     log.section("environment", lambda: environment(device))
-    log.section("native e4m3fn overflow", lambda: e4m3fn_overflow_policy(device))
+    log.section("native cast overflow", lambda: {f: fptorch.native_overflow(d, device)
+                                                  for f, d in fptorch.NATIVE_CASTS.items()})  # fmt: skip
     log.section("round vs native casts", lambda: check_native_casts(device, n_cast))
     log.section("round vs the NumPy codec, every deterministic mode", lambda: check_against_numpy(device, n_modes))
-    log.section("throughput", lambda: throughput(device, n_speed, 20 if full else 3))
+    log.section("throughput", lambda: throughput(device, n_speed, 20 if full else 3, compile_=full))
     log.section("tensor core probes", lambda: tensor_core_probes(device))
-    log.section("simulator vs torch", lambda: experiments(device, None if full else 6, 30 if full else 2))
+    policies = compare.POLICIES if full else ("fp32", "amp")
+    log.section("simulator vs torch", lambda: experiments(device, policies, None if full else 3, 30 if full else 1))
     print(f"[gpu_check] wrote {args.out}/gpu_check.json and gpu_check.md", file=sys.stderr)
     return 1 if log.record["errors"] else 0
 
