@@ -1,6 +1,9 @@
-"""Shared test settings: hypothesis profiles sized for CI (2 cores, about 10 minutes for the suite)."""
+"""Shared test settings: hypothesis profiles sized for CI (2 cores), and one torch thread per xdist worker."""
 
 import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one xdist worker per core already: torch's own thread pool would
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # wait on busy cores at every op (100x slower on small tensors)
 
 from hypothesis import HealthCheck, settings
 

@@ -31,16 +31,6 @@ N_WIDE = 100_000  # per case; the heavy marker runs 10^6
 SPECIALS = [math.inf, -math.inf, math.nan, -math.nan, 0.0, -0.0]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread per test: the suite already runs one xdist worker per core, and torch's own pool would
-    then wait on busy cores at every operation (a hundred times slower on small tensors)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def wide_values(fmt: Format, n: int, dtype: np.dtype, seed: int = 0) -> np.ndarray:
     """Half spread over the format's range (below its least subnormal to past max), half over the whole range
     of the input dtype (its subnormals to its overflow), plus ±inf, NaN of both signs and ±0."""

@@ -12,15 +12,6 @@ import fpsim
 import fpsim.torch as ft
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread per test: the suite already runs one xdist worker per core (see test_torch_codec)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rounded(x: torch.Tensor, fmt, mode: str = "nearest_even") -> torch.Tensor:
     """The NumPy codec's rounding, back as a tensor of x's dtype: the reference for every check here."""
     return torch.from_numpy(fpsim.round(x.detach().double().numpy(), fmt, mode)).to(x.dtype)
