@@ -34,6 +34,7 @@ CHUNK = 1 << 15  # elements per pass: 256 KiB of float64, so the temporaries of 
 _EXPONENT_MASK = 0x7FF
 _SIGN_BIT = np.uint64(1 << 63)
 _FLOAT64_BIAS = 1023
+_FLOAT64_EMIN = -1022
 
 
 def check_rounding(mode: object) -> str:
@@ -84,6 +85,16 @@ def _stochastic(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return whole
 
 
+def _read_subnormal_exponents(x: np.ndarray, fields: np.ndarray) -> None:
+    """Replace the exponent field 0 of float64 subnormals by their true biased exponent floor(log2|x|) + 1023 <= 0.
+
+    Field 0 says only 'below 2^-1022'; a format whose binades reach lower needs the binade itself.
+    """
+    subnormal = (fields == 0) & (x != 0)
+    if subnormal.any():
+        fields[subnormal] = np.frexp(x[subnormal])[1] + (_FLOAT64_BIAS - 1)  # x = m·2^e, m in [0.5, 1): binade e - 1
+
+
 _TO_INTEGER = {
     "nearest_even": _nearest_even,
     "nearest_away": _nearest_away,
@@ -130,7 +141,7 @@ class Rounding:
     @cached_property
     def exact_scaling(self) -> bool:
         """Whether quanta 2^q and 2^-q are normal float64 numbers, so they can be built from bits."""
-        return self.fmt.emin - self.fmt.nmant >= -1022 and self.fmt.emax <= 1021
+        return self.fmt.emin - self.fmt.nmant >= _FLOAT64_EMIN and self.fmt.emax <= 1021
 
     def __call__(
         self, values: np.ndarray, count_flags: bool = False, raised: Flags | None = None
@@ -186,7 +197,9 @@ class Rounding:
         A result far past max may overflow float64 to inf on the way back: the range check treats it as beyond max.
         """
         quantum = (x.view(np.int64) >> 52) & _EXPONENT_MASK
-        # clip: float64 subnormals and binades below emin share the format's smallest quantum; at the top,
+        if self.fmt.emin < _FLOAT64_EMIN:  # the format's binades reach below float64's normals
+            _read_subnormal_exponents(x, quantum)
+        # clip: binades below emin (float64 subnormals too, when emin >= -1022) share the smallest quantum; at the top,
         # inf/NaN join the highest binade, and the bit-built path also folds in 2^1023 (it overflows there:
         # emax <= 1021) so that 2^-q stays a normal float64 even when nmant = 0.
         np.maximum(quantum, self.fmt.emin + _FLOAT64_BIAS, out=quantum)  # ufuncs: np.clip's wrapper costs more

@@ -9,7 +9,7 @@ import pytest
 from oracle import MPFR_MODES, format_range_float64, fraction_round, mpfr_round, same_bits
 
 import fpsim
-from fpsim.formats import PRESETS
+from fpsim.formats import OVERFLOW_POLICIES, PRESETS
 
 SAMPLED = ["fp16", "bf16", "tf32", "fp32", "fp8_e5m2", "fp8_e4m3", "fp6_e3m2", "fp4_e2m1"]
 EXTRA = [
@@ -40,6 +40,84 @@ def test_every_deterministic_mode_matches_exact_rational_rounding(fmt, mode):
     x = np.concatenate([x, ties, -ties, extremes])
     expected = [fraction_round(v, fmt, mode) for v in x]
     assert same_bits(fpsim.round(x, fmt, mode), expected).all()
+
+
+# Normals below 2^-1022 (bias > 1023): float64 holds them only as subnormals, whose exponent field (0) does not
+# tell their binade; some reach float64's least subnormal 2^-1074, one lies wholly below float64's normals.
+BELOW_FLOAT64_NORMALS = [
+    fpsim.Format("e11m10_bias1030", 11, 10, bias=1030),
+    fpsim.Format("e11m10_bias1030_ftz", 11, 10, bias=1030, subnormals=False),
+    fpsim.Format("e11m2_bias1030", 11, 2, bias=1030),
+    fpsim.Format("e11m0_bias1040", 11, 0, bias=1040, has_inf=False, nan="none"),
+    fpsim.Format("e11m3_bias1060_ftz", 11, 3, bias=1060, subnormals=False),
+    fpsim.Format("e11m20_bias1040fn", 11, 20, bias=1040, has_inf=False, nan="all_ones"),
+    fpsim.Format("e11m45_bias1030", 11, 45, bias=1030),  # least subnormal 2^-1074
+    fpsim.Format("e11m1_bias1074", 11, 1, bias=1074),  # least subnormal 2^-1074
+    fpsim.Format("e11m0_bias1075fn", 11, 0, bias=1075, has_inf=False, nan="all_ones"),  # least normal 2^-1074
+    fpsim.Format("e5m2_bias1060", 5, 2, bias=1060),  # max = 1.5·2^-1030: overflow among float64 subnormals
+]
+DETERMINISTIC = [m for m in fpsim.ROUNDING_MODES if m != "stochastic"]
+
+
+def with_policies(formats):
+    """(format, overflow policy) for every policy each format can honour."""
+    pairs = []
+    for fmt in formats:
+        for policy in OVERFLOW_POLICIES:
+            try:
+                pairs.append((fmt, fmt.check_overflow(policy)))
+            except ValueError:
+                continue
+    return pairs
+
+
+def exact_round(x: float, fmt: fpsim.Format, mode: str, policy: str) -> float:
+    """fraction_round, with IEEE tininess after rounding in flush-to-zero formats: a result at the smallest
+    normal is flushed when x, rounded to p bits with an unbounded exponent, would have stayed below it."""
+    rounded = fraction_round(x, fmt, mode, policy)
+    if fmt.subnormals or abs(rounded) != fmt.smallest_normal or abs(x) >= fmt.smallest_normal:
+        return rounded
+    one_binade_lower = fpsim.Format("unbounded", fmt.nexp, fmt.nmant, bias=fmt.bias + 1)  # emin - 1 is normal there
+    stays_below = abs(fraction_round(x, one_binade_lower, mode)) < fmt.smallest_normal
+    return math.copysign(0.0, x) if stays_below else rounded
+
+
+def around_float64_subnormals(fmt: fpsim.Format, n: int, seed: int) -> np.ndarray:
+    """fmt's range, float64's whole range (its subnormals included), and values at and beside midpoints of
+    adjacent format values at the least subnormals and normals, at 2^-1022 and at max."""
+    rng = np.random.default_rng(seed)
+    whole = rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-1080, 1023, n) * (1 + rng.random(n))
+    near_2_1022 = min(int(fpsim.encode(2.0**-1022, fmt, "down", overflow="saturate")), fmt.max_code)
+    starts = [0, 2**fmt.nmant - 8, near_2_1022 - 8, fmt.max_code - 16]
+    codes = np.unique(np.clip(np.concatenate([np.arange(s, s + 16) for s in starts]), 0, fmt.max_code - 1))
+    mids = fpsim.decode(codes, fmt) / 2 + fpsim.decode(codes + 1, fmt) / 2  # rounded where 2^-1075 is missing
+    ties = np.concatenate([mids, np.nextafter(mids, np.inf), np.nextafter(mids, -np.inf)])
+    tiny = [5e-324, 2.0**-1022, np.nextafter(2.0**-1022, 0), fmt.smallest_normal, fmt.max, 1.7976931348623157e308]
+    x = np.concatenate([format_range_float64(fmt, n, seed), whole, ties, tiny, [0.0, np.inf, np.nan]])
+    return np.concatenate([x, -x])
+
+
+@pytest.mark.parametrize("mode", DETERMINISTIC)
+@pytest.mark.parametrize(("fmt", "policy"), with_policies(BELOW_FLOAT64_NORMALS), ids=lambda p: str(p))
+def test_normals_below_float64s_round_like_exact_rationals(fmt, policy, mode):
+    x = around_float64_subnormals(fmt, 400, seed=zlib.crc32(f"{fmt} {mode}".encode()))
+    x = x[~np.isnan(x)] if fmt.nan == "none" else x
+    expected = [exact_round(v, fmt, mode, policy) for v in x]
+    assert same_bits(fpsim.round(x, fmt, mode, overflow=policy), expected).all()
+
+
+def test_the_reported_float64_subnormal_rounds_to_its_nearest_format_value():
+    fmt = BELOW_FLOAT64_NORMALS[0]
+    # |x| = 177.527...·2^-1039, 2^-1039 being the least subnormal: 178·2^-1039 (the bug gave 192·2^-1039)
+    assert fpsim.round(-3.0137e-311, fmt) == -math.ldexp(178, -1039) == -3.0217220063345e-311
+
+
+@pytest.mark.parametrize("mode", MPFR_MODES)
+@pytest.mark.parametrize("fmt", [f for f in BELOW_FLOAT64_NORMALS if f.subnormals], ids=str)
+def test_normals_below_float64s_round_like_mpfr(fmt, mode):
+    x = around_float64_subnormals(fmt, 1000, seed=zlib.crc32(f"mpfr {fmt} {mode}".encode()))
+    x = x[np.isfinite(x)]
+    assert same_bits(fpsim.round(x, fmt, mode), mpfr_round(x, fmt, mode)).all()
 
 
 @pytest.mark.parametrize(
@@ -87,7 +165,9 @@ def test_round_to_odd_with_two_extra_bits_then_nearest_is_correct_rounding():
     assert np.array_equal(fpsim.round(wide_odd, "fp16"), fpsim.round(x, "fp16"))
 
 
-@pytest.mark.parametrize("fmt", [fpsim.FP16, fpsim.BF16, fpsim.FP8_E4M3, fpsim.FP4_E2M1], ids=str)
+@pytest.mark.parametrize(
+    "fmt", [fpsim.FP16, fpsim.BF16, fpsim.FP8_E4M3, fpsim.FP4_E2M1, BELOW_FLOAT64_NORMALS[0]], ids=str
+)
 def test_stochastic_rounding_lands_on_a_neighbour_and_is_reproducible(fmt):
     x = format_range_float64(fmt, 50_000, seed=12)
     x = x[np.abs(x) < fmt.max]
