@@ -16,6 +16,8 @@ from fpsim.formats import Format, get_format
 from fpsim.rounding import CHUNK, Rounding
 
 _MANTISSA_MASK_64 = (1 << 52) - 1
+_FLOAT64_BIAS = 1023
+_FLOAT64_SMALLEST_NORMAL = 2.0**-1022
 CLASSES = ("zero", "subnormal", "normal", "inf", "nan")
 
 
@@ -75,17 +77,28 @@ def _to_codes(values: np.ndarray, fmt: Format) -> np.ndarray:
     """Codes of float64 values that `fmt` represents exactly (or ±inf/NaN that it has)."""
     magnitude = np.abs(values)
     raw = magnitude.view(np.int64)
-    codes = (raw >> 52) - (1023 - fmt.bias)  # the format's biased exponent
+    codes = (raw >> 52) - (_FLOAT64_BIAS - fmt.bias)  # the format's biased exponent
     codes <<= fmt.nmant
     codes |= (raw & _MANTISSA_MASK_64) >> (52 - fmt.nmant)
-    small = magnitude < fmt.smallest_normal  # zeros and subnormals: code = |x| / 2^(emin - nmant), exact
-    codes[small] = np.ldexp(magnitude[small], fmt.nmant - fmt.emin).astype(np.int64)
+    no_fields = magnitude < max(fmt.smallest_normal, _FLOAT64_SMALLEST_NORMAL)  # their float64 bits hold no fields
+    codes[no_fields] = _codes_by_scaling(magnitude[no_fields], fmt)
     if fmt.has_inf:
         codes[np.isinf(magnitude)] = fmt.max_code + 1
     codes[np.isnan(magnitude)] = _canonical_nan_code(fmt)
     codes = codes.astype(np.uint64)  # the sign bit of a 64-bit format does not fit an int64
     codes[np.signbit(values)] |= np.uint64(1 << (fmt.bits - 1))
     return codes.astype(fmt.storage_dtype)
+
+
+def _codes_by_scaling(magnitude: np.ndarray, fmt: Format) -> np.ndarray:
+    """Codes of zeros, the format's subnormals and values that are float64 subnormals, by exact scaling.
+
+    code = (binade - emin)·2^nmant + |v| / 2^(binade - nmant), binade = max(floor(log2|v|), emin); the second
+    term is the integer significand, hidden bit included, so a normal's exponent field comes out one higher.
+    """
+    exponent = np.frexp(magnitude)[1].astype(np.int64)  # |v| = m·2^exponent, m in [0.5, 1); exact at subnormals
+    binade = np.where(magnitude > 0, np.maximum(exponent - 1, fmt.emin), fmt.emin)  # frexp(0) gives exponent 0
+    return ((binade - fmt.emin) << fmt.nmant) + np.ldexp(magnitude, fmt.nmant - binade).astype(np.int64)
 
 
 def _canonical_nan_code(fmt: Format) -> int:
@@ -114,11 +127,17 @@ def _decode_table(fmt: Format) -> np.ndarray:
 def _decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
     """Values of a 1-D array of codes, assembled as float64 bit patterns (every format value is a float64)."""
     sign, exponent, mantissa = (part.astype(np.int64) for part in _split(codes, fmt))
-    raw = (exponent + (1023 - fmt.bias)) << 52 | mantissa << (52 - fmt.nmant)
+    raw = (exponent + (_FLOAT64_BIAS - fmt.bias)) << 52 | mantissa << (52 - fmt.nmant)
     values = raw.view(np.float64)
-    subnormal = exponent == 0  # value = mantissa · 2^(emin - nmant); DAZ formats read them as zero
-    scale = fmt.emin - fmt.nmant if fmt.subnormals else -2000
-    values[subnormal] = np.ldexp(mantissa[subnormal].astype(np.float64), scale)
+    # no float64 bit layout for the format's subnormals nor for its normals below 2^-1022 (a bias above 1023):
+    # value = significand · 2^(binade - nmant), exact, the hidden bit only in normals
+    by_scaling = exponent <= max(0, fmt.bias - _FLOAT64_BIAS)
+    low_exponent, low_mantissa = exponent[by_scaling], mantissa[by_scaling]
+    significand = low_mantissa + ((low_exponent > 0).astype(np.int64) << fmt.nmant)
+    binade = np.maximum(low_exponent, 1) - fmt.bias
+    values[by_scaling] = np.ldexp(significand.astype(np.float64), binade - fmt.nmant)
+    if not fmt.subnormals:  # DAZ formats read their subnormal codes as zero
+        values[exponent == 0] = 0.0
     top = exponent == 2**fmt.nexp - 1
     if fmt.nan == "ieee":
         values[top] = np.where(mantissa[top] == 0, np.inf, np.nan)

@@ -5,6 +5,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from below_float64 import BELOW_FLOAT64_NORMALS, around_float64_subnormals, exact_decode
 from oracle import (
     ML_DTYPES_CASTS,
     TORCH_CASTS,
@@ -137,6 +138,62 @@ def test_fp64_and_wide_custom_formats_use_the_exact_wide_path():
     assert same_bits(fpsim.round(sample, wide), [fraction_round(v, wide, "nearest_even") for v in sample]).all()
 
 
+SMALL_BELOW_FLOAT64 = [f for f in BELOW_FLOAT64_NORMALS if f.bits <= 16]
+WALKABLE = [f for f in PRESETS.values() if f.bits <= 16] + [f for f in SMALL_BELOW_FLOAT64 if f.subnormals]
+
+
+def exactly_decoded(codes: np.ndarray, fmt: fpsim.Format) -> np.ndarray:
+    return np.array([exact_decode(int(c), fmt) for c in codes])
+
+
+def every_or_random_codes(fmt: fpsim.Format, n: int = 5000) -> np.ndarray:
+    """Every code of a format of at most 16 bits; else n random codes of either sign, and the 64 least."""
+    if fmt.bits <= 16:
+        return np.arange(2**fmt.bits, dtype=fmt.storage_dtype)
+    rng = np.random.default_rng(fmt.bits)
+    magnitudes = np.concatenate([rng.integers(0, fmt.max_code + 1, n, dtype=np.uint64), np.arange(64, dtype=np.uint64)])
+    signs = rng.integers(0, 2, n + 64, dtype=np.uint64) << np.uint64(fmt.bits - 1)
+    return (magnitudes | signs).astype(fmt.storage_dtype)
+
+
+@pytest.mark.parametrize("fmt", BELOW_FLOAT64_NORMALS, ids=str)
+def test_codes_of_normals_below_float64s_decode_exactly_and_reencode(fmt):
+    codes = every_or_random_codes(fmt)
+    values = fpsim.decode(codes, fmt)
+    assert same_bits(values, exactly_decoded(codes, fmt)).all()
+    exponent = (codes >> fmt.nmant) & (2**fmt.nexp - 1)
+    read_as_zero = (exponent == 0) & (not fmt.subnormals)  # flush-to-zero: a subnormal code decodes as ±0
+    sign = codes & (1 << (fmt.bits - 1))
+    kept = ~np.isnan(values)
+    assert np.array_equal(fpsim.encode(values[kept], fmt), np.where(read_as_zero, sign, codes)[kept])
+
+
+@pytest.mark.parametrize("mode", ["nearest_even", "toward_zero", "odd"])
+@pytest.mark.parametrize("fmt", BELOW_FLOAT64_NORMALS, ids=str)
+def test_encoding_float64_subnormals_gives_the_code_of_the_exact_rounding(fmt, mode):
+    x = around_float64_subnormals(fmt, 300, seed=fmt.bits)
+    x = x[~np.isnan(x)] if fmt.nan == "none" else x
+    codes = fpsim.encode(x, fmt, mode)
+    decoded = exactly_decoded(codes.astype(np.uint64), fmt)
+    expected = [fraction_round(v, fmt, mode) for v in x]
+    if fmt.subnormals:  # flush-to-zero formats: tininess after rounding, tested in test_rounding_modes
+        assert same_bits(decoded, expected).all()
+    assert same_bits(decoded, fpsim.round(x, fmt, mode)).all()
+
+
+@pytest.mark.parametrize("fmt", SMALL_BELOW_FLOAT64, ids=str)
+def test_next_up_and_down_of_float64s_between_codes_below_float64_normals(fmt):
+    finite = exactly_decoded(np.arange(fmt.max_code + 1), fmt)
+    if not fmt.subnormals:
+        finite = finite[(finite == 0) | (finite >= fmt.smallest_normal)]
+    ordered = np.unique(np.concatenate([-finite, finite]))  # -max ... 0 ... max, each value once
+    x = around_float64_subnormals(fmt, 2000, seed=7)
+    x = x[np.isfinite(x) & (np.abs(x) < fmt.max)]
+    above = ordered[np.searchsorted(ordered, x, side="right")]  # the least format value greater than x
+    below = ordered[np.searchsorted(ordered, x, side="left") - 1]  # the greatest one less than x
+    assert np.array_equal(fpsim.next_up(x, fmt), above) and np.array_equal(fpsim.next_down(x, fmt), below)
+
+
 def test_overflow_policies_reproduce_each_library_for_e4m3():
     x = np.float32([480.0, -480.0, np.inf, -np.inf, 464.0, 1e9])
     as_ml_dtypes = x.astype(ml_dtypes.float8_e4m3fn).astype(np.float64)
@@ -176,7 +233,7 @@ def test_fields_split_sign_exponent_and_mantissa():
     assert fpsim.fields(0x7F, "e4m3") == (0, 15, 7)
 
 
-@pytest.mark.parametrize("fmt", [f for f in PRESETS.values() if f.bits <= 16], ids=str)
+@pytest.mark.parametrize("fmt", WALKABLE, ids=str)
 def test_classify_every_code(fmt):
     values = fpsim.decode(np.arange(2**fmt.bits), fmt)
     magnitude = np.abs(values)
@@ -193,7 +250,7 @@ def test_classify_every_code(fmt):
     assert fpsim.classify(1e-6, "fp16") == "subnormal" and fpsim.classify(1e6, "fp16") == "inf"
 
 
-@pytest.mark.parametrize("fmt", [f for f in PRESETS.values() if f.bits <= 16], ids=str)
+@pytest.mark.parametrize("fmt", WALKABLE, ids=str)
 def test_next_up_and_down_walk_every_code(fmt):
     finite = fpsim.decode(np.arange(fmt.max_code + 1), fmt)
     ordered = np.concatenate([-finite[:0:-1], [-0.0], finite])  # -max ... -0, +0 ... max

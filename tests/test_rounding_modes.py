@@ -6,6 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
+from below_float64 import BELOW_FLOAT64_NORMALS, around_float64_subnormals
 from oracle import MPFR_MODES, format_range_float64, fraction_round, mpfr_round, same_bits
 
 import fpsim
@@ -42,20 +43,6 @@ def test_every_deterministic_mode_matches_exact_rational_rounding(fmt, mode):
     assert same_bits(fpsim.round(x, fmt, mode), expected).all()
 
 
-# Normals below 2^-1022 (bias > 1023): float64 holds them only as subnormals, whose exponent field (0) does not
-# tell their binade; some reach float64's least subnormal 2^-1074, one lies wholly below float64's normals.
-BELOW_FLOAT64_NORMALS = [
-    fpsim.Format("e11m10_bias1030", 11, 10, bias=1030),
-    fpsim.Format("e11m10_bias1030_ftz", 11, 10, bias=1030, subnormals=False),
-    fpsim.Format("e11m2_bias1030", 11, 2, bias=1030),
-    fpsim.Format("e11m0_bias1040", 11, 0, bias=1040, has_inf=False, nan="none"),
-    fpsim.Format("e11m3_bias1060_ftz", 11, 3, bias=1060, subnormals=False),
-    fpsim.Format("e11m20_bias1040fn", 11, 20, bias=1040, has_inf=False, nan="all_ones"),
-    fpsim.Format("e11m45_bias1030", 11, 45, bias=1030),  # least subnormal 2^-1074
-    fpsim.Format("e11m1_bias1074", 11, 1, bias=1074),  # least subnormal 2^-1074
-    fpsim.Format("e11m0_bias1075fn", 11, 0, bias=1075, has_inf=False, nan="all_ones"),  # least normal 2^-1074
-    fpsim.Format("e5m2_bias1060", 5, 2, bias=1060),  # max = 1.5·2^-1030: overflow among float64 subnormals
-]
 DETERMINISTIC = [m for m in fpsim.ROUNDING_MODES if m != "stochastic"]
 
 
@@ -80,21 +67,6 @@ def exact_round(x: float, fmt: fpsim.Format, mode: str, policy: str) -> float:
     one_binade_lower = fpsim.Format("unbounded", fmt.nexp, fmt.nmant, bias=fmt.bias + 1)  # emin - 1 is normal there
     stays_below = abs(fraction_round(x, one_binade_lower, mode)) < fmt.smallest_normal
     return math.copysign(0.0, x) if stays_below else rounded
-
-
-def around_float64_subnormals(fmt: fpsim.Format, n: int, seed: int) -> np.ndarray:
-    """fmt's range, float64's whole range (its subnormals included), and values at and beside midpoints of
-    adjacent format values at the least subnormals and normals, at 2^-1022 and at max."""
-    rng = np.random.default_rng(seed)
-    whole = rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-1080, 1023, n) * (1 + rng.random(n))
-    near_2_1022 = min(int(fpsim.encode(2.0**-1022, fmt, "down", overflow="saturate")), fmt.max_code)
-    starts = [0, 2**fmt.nmant - 8, near_2_1022 - 8, fmt.max_code - 16]
-    codes = np.unique(np.clip(np.concatenate([np.arange(s, s + 16) for s in starts]), 0, fmt.max_code - 1))
-    mids = fpsim.decode(codes, fmt) / 2 + fpsim.decode(codes + 1, fmt) / 2  # rounded where 2^-1075 is missing
-    ties = np.concatenate([mids, np.nextafter(mids, np.inf), np.nextafter(mids, -np.inf)])
-    tiny = [5e-324, 2.0**-1022, np.nextafter(2.0**-1022, 0), fmt.smallest_normal, fmt.max, 1.7976931348623157e308]
-    x = np.concatenate([format_range_float64(fmt, n, seed), whole, ties, tiny, [0.0, np.inf, np.nan]])
-    return np.concatenate([x, -x])
 
 
 @pytest.mark.parametrize("mode", DETERMINISTIC)
