@@ -17,7 +17,8 @@ from fpsim.rounding import CHUNK, Rounding
 
 _MANTISSA_MASK_64 = (1 << 52) - 1
 _FLOAT64_BIAS = 1023
-_FLOAT64_SMALLEST_NORMAL = 2.0**-1022
+_FLOAT64_EMIN = -1022
+_FLOAT64_SMALLEST_NORMAL = 2.0**_FLOAT64_EMIN
 CLASSES = ("zero", "subnormal", "normal", "inf", "nan")
 
 
@@ -96,6 +97,8 @@ def _codes_by_scaling(magnitude: np.ndarray, fmt: Format) -> np.ndarray:
     code = (binade - emin)·2^nmant + |v| / 2^(binade - nmant), binade = max(floor(log2|v|), emin); the second
     term is the integer significand, hidden bit included, so a normal's exponent field comes out one higher.
     """
+    if fmt.emin >= _FLOAT64_EMIN:  # only zeros and the format's subnormals: every binade is emin
+        return np.ldexp(magnitude, fmt.nmant - fmt.emin).astype(np.int64)
     exponent = np.frexp(magnitude)[1].astype(np.int64)  # |v| = m·2^exponent, m in [0.5, 1); exact at subnormals
     binade = np.where(magnitude > 0, np.maximum(exponent - 1, fmt.emin), fmt.emin)  # frexp(0) gives exponent 0
     return ((binade - fmt.emin) << fmt.nmant) + np.ldexp(magnitude, fmt.nmant - binade).astype(np.int64)
