@@ -15,6 +15,8 @@ from fpsim.cli import main
 from fpsim.policies import POLICIES
 from fpsim.train import load_results
 
+train_run = train.run  # the real run, for tests that watch calls to it
+
 
 def run(capsys, *argv):
     code = main(list(argv))
@@ -209,3 +211,32 @@ def test_a_full_disk_while_saving_is_one_line_naming_the_file_and_keeps_the_old_
     code, _, err = run(capsys, "train", "--steps", "2", "-q", "-o", str(path))
     assert (code, err) == (2, f"fpsim: error: cannot write '{path}': No space left on device\n")
     assert path.read_text() == "old runs" and list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--device", "cpu"], "--device needs --backend torch"),
+        (["--backend", "torch", "--kernels", "torch"], "drop --kernels"),
+        (["--backend", "torch", "--device", "tpu"], "device must be one of"),
+        (["--backend", "jax"], "invalid choice: 'jax'"),
+    ],
+)
+def test_backend_options_are_checked_before_training(capsys, argv, message):
+    code, out, err = run(capsys, "train", "-q", *argv)
+    assert code == 2 and message in err and out == ""
+
+
+def test_train_runs_the_same_scenario_in_torch(capsys):
+    pytest.importorskip("torch")
+    code, out, _ = run(capsys, "train", "-q", "-s", "overflow", "-p", "amp", "--steps", "4", "--backend", "torch",
+                       "--device", "cpu")  # fmt: skip
+    row = next(line.split() for line in out.splitlines() if line.startswith("amp"))
+    assert code == 0 and "torch on cpu" in out and row[4] == "4"  # amp skips its first 4 overflow steps
+
+
+def test_kernels_reach_the_simulator(capsys, monkeypatch):
+    seen = []
+    monkeypatch.setattr(train, "run", lambda config, **kw: seen.append(config.kernels) or train_run(config, **kw))
+    code, _, _ = run(capsys, "train", "-q", "--steps", "2", "--kernels", "torch")
+    assert code == 0 and seen == ["torch"]

@@ -109,7 +109,7 @@ def test_bad_devices_and_backends(monkeypatch):
     with pytest.raises(ValueError, match="device must be one of cpu, cuda, auto"):
         training.run(Config(steps=1), device="tpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="sees no CUDA GPU here; use device='cpu' or 'auto'"):
+    with pytest.raises(ValueError, match="sees no CUDA GPU here; use the device cpu, or auto"):
         training.run(Config(steps=1), device="cuda")
     assert training.resolve_device("auto") == CPU
     with pytest.raises(ValueError, match="needs backend='torch'"):

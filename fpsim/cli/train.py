@@ -14,7 +14,7 @@ from collections.abc import Callable
 from fpsim import _terminal, train
 from fpsim._files import check_output_path
 from fpsim.cli._common import UsageError
-from fpsim.policies import POLICIES
+from fpsim.policies import KERNELS, POLICIES
 from fpsim.scaling import SCALERS
 
 # Config fields the command sets, and the option that sets each: Config's messages are translated to options
@@ -28,6 +28,7 @@ _OPTIONS = {
     "scaler": "--scaler",
     "data": "--data",
     "clip_norm": "--clip-norm",
+    "kernels": "--kernels",
 }
 _IGNORES_LOSS_SCALE = ("none", "apex")  # no scaler, or Apex's fixed start at 2^32
 _NOTE = "flushed % and lost updates %: means over all steps (`fpsim plot histogram` shows the last step's gradients)"
@@ -75,9 +76,22 @@ def _check_outputs(args: argparse.Namespace) -> None:
         raise UsageError(f"--out and --csv name the same file {args.out!r}: name two files")
 
 
-def _train_all(configs: list[train.Config], quiet: bool) -> list[train.History]:
+def _backend(args: argparse.Namespace) -> dict:
+    """The run's backend options, the device checked before any training."""
+    if args.backend == "numpy":
+        if args.device is not None:
+            raise UsageError("--device needs --backend torch; the numpy simulator runs on the CPU")
+        return {}
+    if args.kernels is not None:
+        raise UsageError("--kernels sets the simulator's rounding points; torch runs its own kernels: drop --kernels")
+    from fpsim.torch import training  # ImportError names the extra to install
+
+    return {"backend": "torch", "device": str(training.resolve_device(args.device or "auto"))}
+
+
+def _train_all(configs: list[train.Config], quiet: bool, backend: dict) -> list[train.History]:
     with _terminal.StepProgress(quiet=quiet) as progress:
-        return [train.run(c, on_step=_reporter(progress.task(c.policy, c.steps))) for c in configs]
+        return [train.run(c, on_step=_reporter(progress.task(c.policy, c.steps)), **backend) for c in configs]
 
 
 def _reporter(update: Callable[[int, str], None]) -> Callable[[train.History], None]:
@@ -86,10 +100,12 @@ def _reporter(update: Callable[[int, str], None]) -> Callable[[train.History], N
 
 def cmd_train(args: argparse.Namespace) -> None:
     configs = _configs(args)
-    _check_outputs(args)  # every config and both paths are checked before any training starts
-    histories = _train_all(configs, args.quiet)
+    _check_outputs(args)  # every config, both paths and the device are checked before any training starts
+    backend = _backend(args)
+    histories = _train_all(configs, args.quiet, backend)
     out = _terminal.console()
-    out.print(f"scenario {args.scenario}: {train.SCENARIOS[args.scenario][0]}", markup=False)
+    where = f", torch on {backend['device']}" if backend else ""
+    out.print(f"scenario {args.scenario}{where}: {train.SCENARIOS[args.scenario][0]}", markup=False)
     summaries = [h.summary() for h in histories]
     out.print(_terminal.table(list(summaries[0]), ([_cell(v) for v in s.values()] for s in summaries)))
     out.print(_NOTE, markup=False, style="dim")
@@ -146,6 +162,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--loss-scale", type=float, help="the scaler's (initial) loss scale (default: the policy's)")
     cmd.add_argument("--data", choices=train.DATASETS, help=f"data set (default: {default.data})")
     cmd.add_argument("--clip-norm", type=float, help="clip the gradient norm to this, after unscaling (default: off)")
+    cmd.add_argument(
+        "--backend",
+        choices=train.BACKENDS,
+        default="numpy",
+        help="numpy: fpsim's bit-exact simulator; torch: the same experiment in real torch (default: numpy)",
+    )
+    cmd.add_argument("--device", help="with --backend torch: cpu, cuda, cuda:N or auto (default: auto)")
+    cmd.add_argument(
+        "--kernels",
+        choices=KERNELS,
+        help="simulator rounding points: exact (one rounding per fused "
+        "op, the teaching ideal) or torch (where torch's CPU kernels round) (default: exact)",
+    )
     cmd.add_argument("--out", "-o", metavar="FILE.json", help="save every run's history as JSON")
     cmd.add_argument("--csv", metavar="FILE.csv", help="save every run's history as CSV, one row per run per step")
     cmd.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")

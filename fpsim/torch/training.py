@@ -46,8 +46,8 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but torch {torch.__version__} sees no CUDA GPU here; "
-                             "use device='cpu' or 'auto'")  # fmt: skip
+            raise ValueError(f"device {device!r}: torch {torch.__version__} sees no CUDA GPU here; "
+                             "use the device cpu, or auto")  # fmt: skip
         index = device.partition(":")[2]
         if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
             raise ValueError(f"device={device!r}: this machine has CUDA devices 0 to {torch.cuda.device_count() - 1}")
