@@ -36,24 +36,37 @@ def exact_decimal(value: Fraction | float) -> str:
     (every finite float, every decimal typed in).
 
     Plain notation between 1e-4 and 1e16 ('0.1000000000000000055511151231257827021181583404541015625'),
-    exact scientific notation outside it ('5.9604644775390625e-8').
+    exact scientific notation outside it ('5.9604644775390625e-8'). Past MAX_SHOWN_DIGITS significant digits
+    (more than anyone can type, or any format's value has) the middle digits are elided and their count said.
     """
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, float) and value == 0:
         return "-0" if math.copysign(1.0, value) < 0 else "0"
     fraction = Fraction(value)
-    twos = (fraction.denominator & -fraction.denominator).bit_length() - 1
+    twos = _twos(fraction.denominator)
     fives = _multiplicity(fraction.denominator >> twos, 5)
     if fraction.denominator != 2**twos * 5**fives:
-        raise ValueError(f"value must have a finite decimal expansion (a denominator of 2s and 5s), got {fraction}")
+        raise ValueError(
+            f"value must have a finite decimal expansion (a denominator of 2s and 5s), got {_short(fraction)}"
+        )
+    if fraction == 0:
+        return "0"
     places = max(twos, fives)
     sign = "-" if fraction < 0 else ""
-    digits = str(abs(fraction.numerator) * 2 ** (places - twos) * 5 ** (places - fives))  # n / 10^places exactly
-    exponent = len(digits) - 1 - places  # of the leading digit
-    digits = digits.rstrip("0") or "0"
-    if fraction == 0 or -4 <= exponent < 16:
-        padded = digits.rjust(places + 1, "0") if exponent < 0 else digits.ljust(exponent + 1, "0")
+    scaled = abs(fraction.numerator) * 2 ** (places - twos) * 5 ** (places - fives)  # = |value| * 10^places
+    zeros = _multiplicity(scaled, 10, at_most=_twos(scaled))  # 10^k divides it only if 2^k does
+    significand = scaled // 10**zeros  # |value| = significand * 10^(zeros - places), no trailing zeros
+    count = _digit_count(significand)
+    exponent = count - 1 + zeros - places  # of the leading digit
+    if count > MAX_SHOWN_DIGITS:
+        lead = _digits(significand // 10 ** (count - _LEAD))
+        tail = _digits(significand % 10**_TAIL).zfill(_TAIL)
+        omitted = count - _LEAD - _TAIL
+        return f"{sign}{lead[0]}.{lead[1:]}…({omitted} digits omitted)…{tail}e{exponent}"
+    digits = _digits(significand)
+    if -4 <= exponent < 16:
+        padded = digits.rjust(len(digits) - exponent, "0") if exponent < 0 else digits.ljust(exponent + 1, "0")
         point = max(exponent, 0) + 1
         whole, decimals = padded[:point], padded[point:]
         return f"{sign}{whole}.{decimals}" if decimals else f"{sign}{whole}"
@@ -61,9 +74,44 @@ def exact_decimal(value: Fraction | float) -> str:
     return f"{sign}{mantissa}e{exponent}"
 
 
-def _multiplicity(n: int, prime: int) -> int:
-    """How often prime divides n, by bisection: 1e-99999 has 99999 fives, too many to divide out one by one."""
-    low, high = 0, n.bit_length()
+MAX_SHOWN_DIGITS = 4000  # as many as a value typed in may have (fpsim._decimal.MAX_CHARACTERS); fp64's longest: 767
+_LEAD, _TAIL = 40, 20  # digits kept either side of an elision
+_CHUNK = 600  # digits per str(int): below the smallest int-to-str limit Python allows (640), so never refused
+
+
+def _digits(n: int) -> str:
+    """The decimal digits of n >= 0, in chunks: str() of an int past ~4300 digits raises ValueError."""
+    if n < 10**_CHUNK:
+        return str(n)
+    half = _digit_count(n) // 2
+    high, low = divmod(n, 10**half)
+    return _digits(high) + _digits(low).zfill(half)
+
+
+def _digit_count(n: int) -> int:
+    """How many decimal digits n > 0 has, without converting it."""
+    estimate = max(1, (n.bit_length() - 1) * 30103 // 100000)  # floor(log10(2^(b-1))) or one less
+    while 10**estimate <= n:
+        estimate += 1
+    return estimate
+
+
+def _twos(n: int) -> int:
+    return (n & -n).bit_length() - 1
+
+
+def _short(fraction: Fraction) -> str:
+    """A fraction for an error message; a huge one by its size only."""
+    sizes = (fraction.numerator.bit_length(), fraction.denominator.bit_length())
+    return (
+        str(fraction) if max(sizes) < 1000 else f"a fraction of {sizes[0]}-bit numerator and {sizes[1]}-bit denominator"
+    )
+
+
+def _multiplicity(n: int, prime: int, at_most: int | None = None) -> int:
+    """How often prime (or 10) divides n, by bisection: 1e-99999 has 99999 fives, too many to divide out one by
+    one. `at_most`: a known upper bound."""
+    low, high = 0, n.bit_length() if at_most is None else at_most
     while low < high:
         middle = (low + high + 1) // 2
         low, high = (middle, high) if n % prime**middle == 0 else (low, middle - 1)

@@ -178,6 +178,27 @@ def test_a_5000_digit_value_is_not_echoed_back(capsys):
 
 
 @pytest.mark.parametrize(
+    ("text", "fmt", "rounding", "stored", "code", "flag"),
+    [  # IEEE 754: the all-ones exponent with a zero fraction is inf; code 1 is the smallest subnormal
+        ("1e5000", "fp16", "nearest_even", "inf", "0x7c00", "1 overflow"),
+        ("3e4300", "bf16", "nearest_even", "inf", "0x7f80", "1 overflow"),
+        ("-1e5000", "fp64", "nearest_even", "-inf", "0xfff0000000000000", "1 overflow"),
+        ("1e-5000", "fp64", "up", "4.9406564584124654", "0x0000000000000001", "1 underflow"),
+    ],
+)
+def test_values_with_thousands_of_digits_round_and_explain(capsys, text, fmt, rounding, stored, code, flag):
+    status, out, err = run(capsys, "round", text, "-f", fmt, "-r", rounding)
+    assert status == 0 and err == "", err
+    assert out.splitlines()[1].split()[:2] == [text, "->"] and out.splitlines()[1].split()[3] == code
+    assert out.splitlines()[1].split()[2].startswith(stored) and flag in out
+    status, out, err = run(capsys, "explain", text, "-f", fmt, "-r", rounding)
+    assert status == 0 and err == "", err
+    assert re.search(r"^hex +(\S+)$", out, re.MULTILINE)[1] == code
+    assert re.search(r"^stored value +(\S+)", out, re.MULTILINE)[1].startswith(stored)
+    assert flag.split()[1] in re.search(r"^flags +(.+)$", out, re.MULTILINE)[1]
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["round", "1", "-f", "fp17"], "unknown format 'fp17'"),

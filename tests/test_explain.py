@@ -1,6 +1,7 @@
 """Explanations: bits, exact decimals and errors checked against numpy, ml_dtypes and Python's Decimal."""
 
 import re
+import sys
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
@@ -75,6 +76,45 @@ def test_exact_decimal_of_any_terminating_fraction(numerator, twos, fives):
     with localcontext() as context:
         context.prec = 2000  # enough for every digit: the quotient terminates
         assert Decimal(exact_decimal(value)) == Decimal(value.numerator) / Decimal(value.denominator)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(Fraction(10**5000), "1e5000"), (Fraction(3 * 10**4300), "3e4300"), (Fraction(-1, 10**5000), "-1e-5000")],
+)
+def test_exact_decimal_of_values_with_thousands_of_digits(value, text):
+    assert exact_decimal(value) == text  # str() of 10^5000 would exceed Python's int-to-str limit
+
+
+def _reference_digits(value: Fraction) -> tuple[str, int]:
+    """value's significant digits and the exponent of the leading one, by the decimal module (which Python's
+    int-to-str limit does not restrain)."""
+    with localcontext() as context:
+        context.prec = 200_000
+        _, digits, exponent = (Decimal(value.numerator) / Decimal(value.denominator)).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    return text, exponent + len(text) - 1
+
+
+@pytest.mark.parametrize("value", [Fraction(7**5000), Fraction(-(3**9000), 2**3000), Fraction(1, 2**20000)])
+def test_exact_decimal_elides_the_middle_of_more_digits_than_anyone_can_type(value):
+    digits, exponent = _reference_digits(value)
+    assert len(digits) > 4000
+    sign = "-" if value < 0 else ""
+    elided = f"{sign}{digits[0]}.{digits[1:40]}…({len(digits) - 60} digits omitted)…{digits[-20:]}e{exponent}"
+    assert exact_decimal(value) == elided
+
+
+def test_exact_decimal_prints_every_digit_under_the_lowest_int_to_str_limit(monkeypatch):
+    value = Fraction(-(7**2000), 2**1000)  # 1690 significant digits, far above the lowest limit (640)
+    digits, exponent = _reference_digits(value)
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)
+    try:
+        text = exact_decimal(value)
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert text == f"-{digits[0]}.{digits[1:]}e{exponent}"
 
 
 def test_terminal_view_is_plain_unless_colour_is_wanted(monkeypatch):
