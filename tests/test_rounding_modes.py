@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
-from below_float64 import BELOW_FLOAT64_NORMALS, around_float64_subnormals
+from below_float64 import BELOW_FLOAT64_NORMALS, around_float64_subnormals, exact_decode
 from oracle import MPFR_MODES, format_range_float64, fraction_round, mpfr_round, same_bits
 
 import fpsim
@@ -72,10 +72,22 @@ def exact_round(x: float, fmt: fpsim.Format, mode: str, policy: str) -> float:
 @pytest.mark.parametrize("mode", DETERMINISTIC)
 @pytest.mark.parametrize(("fmt", "policy"), with_policies(BELOW_FLOAT64_NORMALS), ids=lambda p: str(p))
 def test_normals_below_float64s_round_like_exact_rationals(fmt, policy, mode):
-    x = around_float64_subnormals(fmt, 400, seed=zlib.crc32(f"{fmt} {mode}".encode()))
+    x = around_float64_subnormals(fmt, 200, seed=zlib.crc32(f"{fmt} {mode}".encode()))
     x = x[~np.isnan(x)] if fmt.nan == "none" else x
     expected = [exact_round(v, fmt, mode, policy) for v in x]
     assert same_bits(fpsim.round(x, fmt, mode, overflow=policy), expected).all()
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("mode", DETERMINISTIC)
+@pytest.mark.parametrize("fmt", [f for f in BELOW_FLOAT64_NORMALS if f.nmant == 2], ids=str)
+def test_every_midpoint_below_float64_normals_rounds_like_exact_rationals(fmt, mode):
+    values = np.array([exact_decode(c, fmt) for c in range(fmt.max_code + 1)])
+    mids = values[:-1] / 2 + values[1:] / 2  # exact: half a quantum (>= 2^-1062) is a float64
+    x = np.concatenate([mids, np.nextafter(mids, np.inf), np.nextafter(mids, -np.inf)])
+    x = np.concatenate([x, -x])
+    expected = [exact_round(v, fmt, mode, fmt.overflow) for v in x]
+    assert same_bits(fpsim.round(x, fmt, mode), expected).all()
 
 
 def test_the_reported_float64_subnormal_rounds_to_its_nearest_format_value():
