@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from below_float64 import exact_decode
 from oracle import format_range_float64, fraction_round, same_bits
 
 import fpsim
@@ -23,10 +24,11 @@ CUSTOM = {  # each exercises a path of its own
     "no NaN, no mantissa": Format("e4m0", 4, 0, has_inf=False, nan="none"),
     "normals below float32's": Format("e8m3_bias129", 8, 3, bias=129),  # two-step scaling in float32
     "wider than float32": Format("e5m30", 5, 30),  # float32 input, float64 work; its max is no float32
+    "normals below float64's": Format("e11m10_bias1030", 11, 10, bias=1030),
 }
-# fpsim.round reads a float64 subnormal's exponent as -1023, so it misrounds such inputs to formats whose normals
-# reach below 2^-1023: this one is checked against exact rationals instead (two-step scaling in float64)
-BELOW_FLOAT64 = Format("e11m10_bias1030", 11, 10, bias=1030)
+# normals below float64's (its subnormals): two-step scaling in float64; checked against exact rationals and the
+# NumPy codec alike
+BELOW_FLOAT64 = CUSTOM["normals below float64's"]
 N_WIDE = 100_000  # per case; the heavy marker runs 10^6
 SPECIALS = [math.inf, -math.inf, math.nan, -math.nan, 0.0, -0.0]
 
@@ -138,13 +140,6 @@ def test_normals_below_float64s_round_like_exact_rationals(mode):
     x = wide_values(BELOW_FLOAT64, 3000, np.float64, seed=10)
     expected = np.array([fraction_round(v, BELOW_FLOAT64, mode) for v in x])
     assert_same_bits(ft.round(torch.from_numpy(x), BELOW_FLOAT64, mode), expected)
-
-
-def exact_decode(code: int, fmt: Format) -> float:
-    """A code's value from its fields, by exact integer arithmetic and one exact ldexp (finite codes only)."""
-    sign, exponent, mantissa = code >> (fmt.bits - 1), (code >> fmt.nmant) % 2**fmt.nexp, code % 2**fmt.nmant
-    significand = mantissa + (2**fmt.nmant if exponent else 0)
-    return (-1) ** sign * math.ldexp(significand, max(exponent, 1) - fmt.bias - fmt.nmant)
 
 
 def test_normals_below_float64s_decode_and_encode_exactly():

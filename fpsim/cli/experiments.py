@@ -41,12 +41,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="the main job: the bits of 0.1, then loss scaling in the simulator and in torch, as a report",
         description="Tell mixed precision's story in three parts: the bits of 0.1 in fp32, fp16 and bf16; the "
         "underflow scenario (fp32, fp16, amp) and the overflow scenario (fp16, amp), each trained by fpsim's "
-        "simulator and by real torch side by side. Writes report.md with figures and a JSON record into OUT. "
-        "About a minute on 2 CPU cores.",
+        "simulator and by real torch side by side. Writes report.md with figures and a JSON record into OUT.",
     )
     demo.add_argument("--out", "-o", default="fpsim-demo", help="report folder (default: fpsim-demo)")
     demo.add_argument("--device", default="auto", help=f"torch device: {DEVICES} (default: auto)")
-    demo.add_argument("--steps", type=_steps, help="training steps per run (default: each scenario's, 300)")
+    demo.add_argument("--steps", type=_steps, default=150, help="training steps per run (default: 150)")
     demo.set_defaults(run=cmd_demo)
 
     cmp = commands.add_parser(
