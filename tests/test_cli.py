@@ -177,6 +177,15 @@ def test_a_5000_digit_value_is_not_echoed_back(capsys):
     assert code == 0 and re.search(r"->\s+inf\s+0x7c00", out) and "1 overflow" in out
 
 
+@pytest.mark.parametrize("expression", ["0/0", "sqrt(-1)", "nan", "-nan + 1"])
+def test_calc_hints_name_only_what_calc_can_do(capsys, expression):
+    code, out, err = run(capsys, "calc", expression, "-f", "fp4")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "on-nan" not in err and "on_nan" not in err  # calc has no --on-nan
+    assert err.rstrip().endswith("try -f fp16, bf16 or fp8_e4m3")
+    assert run(capsys, "calc", expression, "-f", "fp16")[1].splitlines()[-1].split()[:2] == ["result:", "nan"]
+
+
 @pytest.mark.parametrize(
     ("text", "fmt", "rounding", "stored", "code", "flag"),
     [  # IEEE 754: the all-ones exponent with a zero fraction is inf; code 1 is the smallest subnormal

@@ -363,7 +363,11 @@ def test_cli_trains_with_progress_when_there_is_no_file(tmp_path, capsys):
         (["plot", "training", "-f", "fp16"], "--formats does not apply"),
         (["plot", "range", "--steps", "5"], "--steps does not apply"),
         (["plot", "histogram", "--from", "EMPTY", "--steps", "5"], "with --from the runs come from the file"),
-        (["plot", "training", "--steps", "0"], "steps must be a positive int"),
+        (["plot", "training", "--steps", "0"], "--steps must be a positive int"),
+        (["plot", "training", "--steps", "99999999999999999999"], "--steps 99999999999999999999 is too many"),
+        (["plot", "histogram", "--scale", "0"], "--scale must be a finite number > 0"),  # one line: before training
+        (["plot", "histogram", "--scale", "nan"], "--scale must be a finite number > 0"),
+        (["plot", "bits", "nan", "-f", "fp4"], "VALUE contains NaN, but fp4_e2m1 has no NaN encoding; plot bits"),
         (["plot", "numberline", "-f", "fp16"], "at most 10 bits"),
     ],
 )
@@ -373,6 +377,7 @@ def test_cli_bad_input(capsys, tmp_path, argv, message):
     assert main([str(empty) if arg == "EMPTY" else arg for arg in argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+    assert "on_nan" not in err and "--on-nan" not in err and "='" not in err  # no option plot lacks, no Python
 
 
 @pytest.mark.parametrize(("failure", "code"), [(OSError(errno.ENOSPC, "No space left on device"), 2),

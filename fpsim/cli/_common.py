@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -93,16 +93,31 @@ def check_rounding_options(args: argparse.Namespace) -> np.random.Generator | No
 
 
 @contextmanager
-def api_errors() -> Iterator[None]:
-    """Errors of the Python API, with their hints rewritten in command-line syntax."""
+def api_errors(names: Mapping[str, str] | None = None, lacking: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Errors of the Python API, in command-line terms (see as_cli_syntax)."""
     try:
         yield
     except ValueError as err:
-        raise UsageError(as_cli_syntax(str(err))) from None
+        raise UsageError(as_cli_syntax(str(err), names, lacking)) from None
 
 
-def as_cli_syntax(message: str) -> str:
-    """on_nan='zero' -> --on-nan zero, rng=… -> --seed …: the options the user can actually type."""
+def as_cli_syntax(
+    message: str, names: Mapping[str, str] | None = None, lacking: Mapping[str, str] | None = None
+) -> str:
+    """An API error as the command's user should read it.
+
+    Hints name options as typed (on_nan='zero' -> --on-nan zero, rng=… -> --seed …). `names` maps the API's
+    name of an argument to the command's ("scale" -> "--scale"): a message that opens with it ("scale must be
+    …", "steps=10 is …") opens with the option. `lacking` maps a Python option the command has no option for
+    (on_nan) to the command's own advice, which replaces the hint naming it (the clause after the last '; ').
+    """
+    for name, option in (names or {}).items():
+        if opening := re.match(rf"{re.escape(name)}\b(?:=(\S+))?", message):
+            message = " ".join(filter(None, (option, opening[1]))) + message[opening.end() :]
+    for option, advice in (lacking or {}).items():
+        if (position := message.find(f"{option}=")) >= 0:
+            clause = message.rfind("; ", 0, position)
+            message = f"{message[: clause if clause >= 0 else position].rstrip()}; {advice}"
     return _PYTHON_OPTION.sub(lambda m: f"{_CLI_OPTIONS[m.group(1)]} {m.group(2).strip(chr(39))}", message)
 
 

@@ -10,6 +10,7 @@ from fpsim.calc import GRAMMAR, MAX_LENGTH, MAX_NODES, calc
 from fpsim.cli._common import UsageError, api_errors, formats_arg, show
 from fpsim.rounding import ROUNDING_MODES
 
+_NO_NAN_ADVICE = "calc keeps a NaN only in a format that has one: try -f fp16, bf16 or fp8_e4m3"
 _MODES = {name: meaning for name, meaning in ROUNDING_MODES.items() if name != "stochastic"}
 
 
@@ -17,7 +18,7 @@ def cmd_calc(args: argparse.Namespace) -> None:
     formats = formats_arg([args.format], [])
     if len(formats) != 1:
         raise UsageError("calc takes exactly one --format")
-    with api_errors():
+    with api_errors(names={"x": "EXPR"}, lacking={"on_nan": _NO_NAN_ADVICE}):
         calculation = calc(args.expression, formats[0], args.rounding)
     show(calculation)
 

@@ -11,7 +11,7 @@ import os
 
 from fpsim import _terminal, train
 from fpsim._files import atomic_write, check_output_path
-from fpsim.cli._common import UsageError, formats_arg, parse_value
+from fpsim.cli._common import UsageError, api_errors, formats_arg, parse_value
 
 KINDS = {
     "range": "subnormal, normal and overflow regions of each format on a log2 axis",
@@ -33,6 +33,9 @@ APPLIES = {"value": ("bits",), "formats": tuple(DEFAULT_FORMATS), "source": RUN_
            "steps": RUN_KINDS, "scale": ("histogram",), "absolute": ("precision",)}  # fmt: skip
 OPTION_NAMES = {"value": "VALUE (or --value)", "formats": "--formats", "source": "--from", "scenario": "--scenario",
                 "steps": "--steps", "scale": "--scale", "absolute": "--absolute"}  # fmt: skip
+
+API_NAMES = {"scale": "--scale", "steps": "--steps", "x": "VALUE"}  # API argument -> this command's option
+_NO_NAN_ADVICE = "plot bits draws a NaN only in a format that has one: try -f fp16, bf16 or fp8_e4m3"
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -64,6 +67,7 @@ def _figure(args: argparse.Namespace):
         return plots.bit_layout(parse_value(args.value or DEFAULT_VALUE), formats)[0]
     if args.kind == "rounding":
         return plots.rounding_error(formats)[0]
+    plots.gradients.check_scale(args.scale)  # before any training
     runs = train.load_results(args.source) if args.source is not None else _train(args)
     if args.kind == "training":
         return plots.training_figure(runs)[0]
@@ -89,7 +93,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
     _check_options(args)
     out = args.out if args.out is not None else f"{args.kind}.png"
     check_output_path(out, suffixes=SUFFIXES, argument="-o")  # before any training or drawing
-    figure = _figure(args)
+    with api_errors(names=API_NAMES, lacking={"on_nan": _NO_NAN_ADVICE}):
+        figure = _figure(args)
     suffix = os.path.splitext(out)[1].lower().lstrip(".")
     atomic_write(out, lambda file: figure.savefig(file, format=suffix, dpi=110), binary=True, argument="-o")
     print(f"wrote {out}")

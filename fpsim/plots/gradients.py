@@ -63,6 +63,12 @@ def gradient_bands(values: object, fmt: Format | str) -> dict[str, float]:
 NEAR_EDGES = 16  # binades beyond the data within which a band edge is still worth showing
 
 
+def check_scale(scale: float | None) -> None:
+    """A loss scale for gradient_histogram: None, or a finite number > 0."""
+    if scale is not None and not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0 (a loss scale such as 65536), got {scale:g}")
+
+
 def gradient_histogram(
     values: object, formats: Sequence[Format | str] | Format | str = ("fp16",), scale: float | None = None,
     bins: int = 80, ax: object = None,
@@ -76,8 +82,7 @@ def gradient_histogram(
     fmts = formats_list(formats)
     history = values if isinstance(values, History) else None
     data = _gradient_values(history.gradient_sample if history else values)
-    if scale is not None and not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a finite number > 0, got {scale}")
+    check_scale(scale)
     samples = [("as computed", data)] + ([(f"× {scale:g} (loss scale)", data * scale)] if scale else [])
     panels = [(fmt, name, sample) for fmt in fmts for name, sample in samples]
     figure, grid = panel_grid(ax, len(panels), 1, (10, 1.0 + 2.6 * len(panels)), sharex=True)
