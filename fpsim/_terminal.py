@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import IO
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -38,17 +38,70 @@ def _is_terminal(stream: IO[str]) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
-    """A plain table: a bold header line, then one line per row; the first column left-aligned, the rest right.
+def table(
+    columns: Sequence[str], rows: Iterable[Sequence[object]], justify: Sequence[str] | None = None
+) -> FittedTable:
+    """A plain table: a bold header line, then one line per row; the first column left-aligned, the rest right
+    (or as `justify` says, "left" or "right" per column).
 
-    Cells are shown with `str`: format numbers before. Print it with `console().print(table(...))`.
+    Cells are shown with `str`: format numbers before. Print it with `console().print(table(...))`. It fits the
+    width it is printed at without hiding a character: see FittedTable.
     """
-    grid = Table(box=None, pad_edge=False, header_style="bold")
-    for index, name in enumerate(columns):
-        grid.add_column(name, justify="left" if index == 0 else "right")
-    for row in rows:
-        grid.add_row(*(str(cell) for cell in row))
-    return grid
+    return FittedTable(columns, rows, justify)
+
+
+class FittedTable:
+    """Rows under headers, fitted to the width at print time, never cutting a cell.
+
+    Side by side where every word of every cell and header fits unbroken (they wrap at their spaces), the
+    spare width going to the columns cheapest to put on one line; else one block per row (header, then value),
+    values folding where even that is too wide.
+    """
+
+    _GAP = 2  # columns between two columns of a table without padding at its edges
+
+    def __init__(
+        self, columns: Sequence[str], rows: Iterable[Sequence[object]], justify: Sequence[str] | None = None
+    ) -> None:
+        self.columns = list(columns)
+        self.rows = [[str(cell) for cell in row] for row in rows]
+        self.justify = list(justify) if justify else ["left"] + ["right"] * (len(self.columns) - 1)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[RenderableType]:
+        texts = [[name, *(row[i] for row in self.rows)] for i, name in enumerate(self.columns)]
+        widths = [max(len(word) for text in column for word in text.split() or [""]) for column in texts]
+        spare = options.max_width - sum(widths) - self._GAP * (len(widths) - 1)
+        if spare >= 0:
+            yield self._side_by_side(self._widen(widths, [max(map(len, column)) for column in texts], spare))
+        else:
+            yield from self._stacked()
+
+    @staticmethod
+    def _widen(widths: list[int], naturals: list[int], spare: int) -> list[int]:
+        """Spare width to the columns that wrap, the cheapest to put on one line first."""
+        widths = list(widths)
+        for cost, i in sorted((natural - width, i) for i, (natural, width) in enumerate(zip(naturals, widths))):
+            if 0 < cost <= spare:
+                widths[i] += cost
+                spare -= cost
+        return widths
+
+    def _side_by_side(self, widths: list[int]) -> Table:
+        grid = Table(box=None, pad_edge=False, header_style="bold")
+        for name, width, justify in zip(self.columns, widths, self.justify):
+            grid.add_column(name, justify=justify, overflow="fold", width=width)
+        for row in self.rows:
+            grid.add_row(*map(Text, row))  # Text: no cell is read as rich markup
+        return grid
+
+    def _stacked(self) -> Iterator[Table]:
+        for index, row in enumerate(self.rows):
+            block = Table(box=None, pad_edge=False, show_header=False)
+            block.add_column(style="bold", overflow="fold")
+            block.add_column(overflow="fold")
+            for name, cell in zip(self.columns, row):
+                block.add_row(Text(name), Text(cell))
+            yield block if index == len(self.rows) - 1 else Group(block, Text(""))  # a blank line between rows
 
 
 class _Rate(ProgressColumn):

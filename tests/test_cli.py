@@ -1,5 +1,6 @@
 """The command line: each command's output, value syntaxes, and one-line errors with exit code 2."""
 
+import io
 import math
 import re
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 import fpsim
 from fpsim.cli import main
+from fpsim.cli.codec import format_rows
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 # the reference constants: numpy's and ml_dtypes' finfo, which fpsim does not use
@@ -85,6 +87,24 @@ def test_formats_terminal_table_lists_every_preset(capsys):
     names = [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] in fpsim.PRESETS]
     assert code == 0 and names == list(fpsim.PRESETS) and "\x1b[" not in out
     assert max(map(len, out.splitlines())) <= 120  # piped: the fixed width
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("columns", [40, 60, 80, 100])
+def test_formats_fits_a_narrow_terminal_and_keeps_every_constant(monkeypatch, columns):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["formats"]) == 0
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", terminal.getvalue()).splitlines()
+    assert max(map(len, lines)) <= columns
+    words = {word for line in lines for word in line.split()}
+    # the rendering hides nothing: every word of every cell (constants checked against finfo above) is shown whole
+    assert {word for row in format_rows() for cell in row.values() for word in cell.split()} <= words
 
 
 def test_explain_shows_formats_side_by_side_within_the_pipe_width(capsys):

@@ -12,6 +12,7 @@ from fractions import Fraction
 from rich.table import Table
 from rich.text import Text
 
+from fpsim import _terminal
 from fpsim._decimal import VALUE_SYNTAX, round_exact
 from fpsim.cli._common import (
     UsageError,
@@ -107,13 +108,8 @@ def cmd_formats(args: argparse.Namespace) -> None:
         print(formats_markdown())
         return
     rows = format_rows()
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column, alignment in FORMAT_COLUMNS.items():
-        unbreakable = max(len(word) for row in rows for word in row[column].split())  # wrap only at spaces
-        justify = "right" if alignment.endswith(":") else "left"
-        table.add_column(column, justify=justify, overflow="fold", min_width=unbreakable)
-    for row in rows:
-        table.add_row(*map(Text, row.values()))  # Text: no cell is read as rich markup
+    justify = ["right" if alignment.endswith(":") else "left" for alignment in FORMAT_COLUMNS.values()]
+    table = _terminal.table(list(FORMAT_COLUMNS), [row.values() for row in rows], justify)
     note = "fn = finite only: no infinities, and NaN (if any) only at the all-ones code. NaN: " + "; ".join(
         f"{_NAN_NAMES[name]}: {meaning}" for name, meaning in NAN_ENCODINGS.items()
     )
