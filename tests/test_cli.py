@@ -305,6 +305,34 @@ def test_python_dash_m_runs_the_same_cli():
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
 
 
+# A real SIGINT, sent by the process to itself at the moment a command module starts to load
+_INTERRUPTED_WHILE_LOADING = """
+import os, signal, sys
+
+class SigintOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == sys.argv[1]:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, SigintOnImport())
+from fpsim.cli import main
+sys.exit(main(["formats"]))
+"""
+
+
+@pytest.mark.parametrize("module", ["fpsim.cli._common", "fpsim.cli.codec", "fpsim.cli.plot", "fpsim.train"])
+def test_ctrl_c_while_the_commands_load_is_one_line_and_exit_130(module):
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTED_WHILE_LOADING, module], capture_output=True, text=True)
+    assert (done.returncode, done.stderr, done.stdout) == (130, "fpsim: interrupted\n", "")
+
+
+def test_importing_the_cli_loads_no_command_module():
+    code = "import sys, fpsim.cli; print(sorted(m for m in sys.modules if m.startswith('fpsim.cli.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
 def test_plot_values_are_the_nearest_float64():
     from fpsim.cli import UsageError, parse_value
 

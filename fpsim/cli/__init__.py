@@ -1,29 +1,41 @@
 """The `fpsim` command line: thin commands over the public API, one module per command.
 
-Invariant: bad input ends with a one-line message on stderr and exit code 2, never a traceback.
+Invariant: bad input ends with a one-line message on stderr and exit code 2, never a traceback. The command
+modules load inside main's Ctrl-C handler (importing fpsim.cli loads none of them), so an interrupt while they
+load is exit code 130 and one line, as at any later moment.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 import fpsim
-from fpsim.cli import calc, codec, experiments, plot, train
-from fpsim.cli._common import _NUMBER, UsageError, _Parser, parse_value
 from fpsim.formats import NAN_ENCODINGS, format_names
 
 __all__ = ["UsageError", "build_parser", "main", "parse_value"]
 
+_COMMANDS = ("experiments", "codec", "calc", "train", "plot")  # fpsim.cli.<module>, each with register()
+_SHARED = ("UsageError", "parse_value")  # from fpsim.cli._common, on first use
 
-def build_parser() -> _Parser:
+
+def __getattr__(name: str) -> object:
+    if name in _SHARED:
+        return getattr(importlib.import_module("fpsim.cli._common"), name)
+    raise AttributeError(f"module 'fpsim.cli' has no attribute {name!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fpsim.cli._common import _Parser
+
     parser = _Parser(prog="fpsim", description="See how floating-point formats store numbers.")
     parser.add_argument("--version", action="version", version=f"fpsim {fpsim.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (experiments, codec, calc, train, plot):
-        module.register(commands)
+    for name in _COMMANDS:
+        importlib.import_module(f"fpsim.cli.{name}").register(commands)
     parser.epilog = f"formats: {', '.join(format_names())}, or eXmY. NaN encodings: {', '.join(NAN_ENCODINGS)}."
     return parser
 
@@ -34,10 +46,12 @@ def _protect_negative_numbers(argv: Sequence[str]) -> list[str]:
 
 
 def _looks_like_a_value(arg: str) -> bool:
+    from fpsim.cli._common import _NUMBER
+
     return bool(_NUMBER.fullmatch(arg)) or any(c in arg for c in " +*/()")  # no option name has these
 
 
-def _command_list(parser: _Parser) -> str:
+def _command_list(parser: argparse.ArgumentParser) -> str:
     """What plain `fpsim` prints: each command with its one-line help, and where to read more."""
     commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     width = max(len(choice.dest) for choice in commands._choices_actions)
@@ -50,17 +64,23 @@ _MORE = "`fpsim COMMAND --help` shows a command's options; `fpsim --help` also l
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; exit code 0, 2 for bad input or a failed write, 130 on Ctrl-C. No command: the list."""
-    argv = _protect_negative_numbers(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:  # Ctrl-C, even while the commands load: outputs are atomic, nothing partial is left
+        print("fpsim: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str]) -> int:
+    from fpsim.cli._common import UsageError  # the commands load here, under main's Ctrl-C handler
+
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_protect_negative_numbers(argv))
         if args.command is None:  # plain `fpsim`: a request for orientation, not an error
             print(_command_list(parser))
             return 0
         args.run(args)
-    except KeyboardInterrupt:  # Ctrl-C: outputs are atomic, so nothing partial is left behind
-        print("fpsim: interrupted", file=sys.stderr)
-        return 130
     except (UsageError, ValueError, TypeError) as err:
         print(f"fpsim: error: {err}", file=sys.stderr)
         return 2
