@@ -7,7 +7,9 @@ devices, FIFOs, sockets and folders are refused, and an error names the user's p
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Callable, Sequence
@@ -102,7 +104,7 @@ def atomic_write(
     """
     target = check_output_path(path, suffixes=suffixes, argument=argument)
     existing = target.stat() if target.exists() else None
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".fpsim-", suffix=target.suffix)
+    handle, temporary = _create_beside(target)
     try:
         with os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
             write(file)
@@ -119,8 +121,21 @@ def atomic_write(
     return target
 
 
+def _create_beside(target: Path) -> tuple[int, str]:
+    """A new, empty file in target's folder, opened for writing, with the permissions a new file gets there:
+    0o666 less the umask (and any default ACL), as the kernel applies them. mkstemp would make it 0o600."""
+    for _ in range(100):
+        temporary = str(target.parent / f".fpsim-{secrets.token_hex(6)}{target.suffix}")
+        with contextlib.suppress(FileExistsError):  # a name taken by chance: draw another
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+    raise FileExistsError(errno.EEXIST, f"no free temporary name beside {str(target)!r}")
+
+
 def _keep_ownership(temporary: str, existing: os.stat_result | None) -> None:
-    """Give the new file the replaced file's permissions (and owner, when root writes); new files get 0o644."""
-    os.chmod(temporary, stat.S_IMODE(existing.st_mode) if existing else 0o644)  # mkstemp made it private
-    if existing and os.geteuid() == 0:
+    """Give the new file the replaced file's permissions (and owner, when root writes); a new file keeps the
+    permissions it was created with."""
+    if existing is None:
+        return
+    os.chmod(temporary, stat.S_IMODE(existing.st_mode))
+    if os.geteuid() == 0:
         os.chown(temporary, existing.st_uid, existing.st_gid)

@@ -41,7 +41,30 @@ def device(request, tmp_path, monkeypatch):
     return path
 
 
-def test_a_new_file_is_created_and_a_regular_file_replaced_keeping_its_permissions(tmp_path):
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (fpsim reads none: the kernel applies it), restoring it after."""
+    saved = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(saved)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002, 0o027, 0o000])
+def test_a_new_file_gets_the_permissions_the_umask_leaves(tmp_path, umask, mask):
+    umask(mask)
+    path = tmp_path / "new.json"
+    atomic_write(path, write_text("x"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # as open() and touch create files
+    (tmp_path / "by-open.json").write_text("x")
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / "by-open.json").stat().st_mode)
+    path.chmod(0o640)
+    atomic_write(path, write_text("y"))  # an existing file keeps its own permissions, whatever the umask
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_a_new_file_is_created_and_a_regular_file_replaced_keeping_its_permissions(tmp_path, umask):
     path = tmp_path / "out.json"
     assert atomic_write(path, write_text("first")) == path
     assert path.read_text() == "first" and stat.S_IMODE(path.stat().st_mode) == 0o644
