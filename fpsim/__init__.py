@@ -4,8 +4,6 @@ Invariant: `import fpsim` loads only the numerics (NumPy); the training, plottin
 first use (`fpsim.train`, `fpsim.plots`, ...), so matplotlib, torch and hypothesis never load with it.
 """
 
-import importlib
-
 from fpsim.accumulation import MODELS, AccumulationModel, dot, matmul, sum
 from fpsim.arithmetic import abs, add, div, fma, mul, neg, sqrt, sub
 from fpsim.array import FPArray, array
@@ -50,6 +48,8 @@ _LAZY_SUBMODULES = (
 
 def __getattr__(name: str) -> object:
     if name in _LAZY_SUBMODULES:
+        import importlib  # here, not at the top: dir(fpsim) lists fpsim's API only
+
         return importlib.import_module(f"fpsim.{name}")  # the import also sets it as an attribute of fpsim
     raise AttributeError(f"module 'fpsim' has no attribute {name!r}")
 

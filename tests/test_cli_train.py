@@ -240,3 +240,14 @@ def test_kernels_reach_the_simulator(capsys, monkeypatch):
     monkeypatch.setattr(train, "run", lambda config, **kw: seen.append(config.kernels) or train_run(config, **kw))
     code, _, _ = run(capsys, "train", "-q", "--steps", "2", "--kernels", "torch")
     assert code == 0 and seen == ["torch"]
+
+
+def test_dir_of_fpsim_lists_its_api_and_submodules_only():
+    import pkgutil
+
+    import fpsim
+
+    submodules = {module.name for module in pkgutil.iter_modules(fpsim.__path__)}
+    public = {name for name in dir(fpsim) if not name.startswith("_")}
+    assert public - set(fpsim.__all__) - submodules == set()  # importlib was listed
+    assert {"train", "plots", "round", "explain"} <= public

@@ -405,6 +405,16 @@ def test_cli_help_lists_kinds_and_defaults(capsys):
     assert "default: KIND.png" in text and "default: underflow" in text and "default: 0.1" in text
 
 
+def test_cli_help_wraps_to_the_terminal(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    with pytest.raises(SystemExit):
+        main(["plot", "--help"])
+    text = capsys.readouterr().out
+    body = text.split("\n\n", 1)[1]  # after the usage block
+    assert "Draw one figure" in body
+    assert [line for line in body.splitlines() if len(line) > 60 and "{" not in line] == []  # {kinds}: one token
+
+
 def test_gallery_help_writes_nothing(tmp_path, capsys, monkeypatch):
     from fpsim.plots import gallery
 

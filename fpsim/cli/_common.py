@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -21,7 +22,7 @@ from fpsim._terminal import console
 from fpsim.formats import OVERFLOW_POLICIES, get_format
 from fpsim.rounding import NAN_INPUT_POLICIES, ROUNDING_MODES
 
-__all__ = ["_NUMBER", "UsageError", "api_errors", "formats_arg", "parse_exact", "parse_value", "show"]
+__all__ = ["_NUMBER", "LineFormatter", "UsageError", "api_errors", "formats_arg", "parse_exact", "parse_value", "show"]
 
 _PYTHON_OPTION = re.compile(r"\b(on_nan|overflow|rounding|rng)=('[^']*'|\w+)")
 _CLI_OPTIONS = {"on_nan": "--on-nan", "overflow": "--overflow", "rounding": "--rounding", "rng": "--seed"}
@@ -34,6 +35,18 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse would print the whole usage first
         raise UsageError(message)
+
+
+class LineFormatter(argparse.HelpFormatter):
+    """Help whose description and epilog wrap to the terminal line by line; an indented `  name  text` line
+    hangs its text under the text, so lists of kinds, policies and scenarios stay readable."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(self._fill_line(line, width, indent) for line in text.splitlines())
+
+    def _fill_line(self, line: str, width: int, indent: str) -> str:
+        hang = len(re.match(r"\s+\S+\s*", line).group()) if line.startswith(" ") and line.strip() else 0
+        return textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent + " " * hang) or indent
 
 
 def parse_exact(text: str) -> Exact:

@@ -11,7 +11,7 @@ import os
 
 from fpsim import _terminal, train
 from fpsim._files import atomic_write, check_output_path
-from fpsim.cli._common import UsageError, api_errors, formats_arg, parse_value
+from fpsim.cli._common import LineFormatter, UsageError, api_errors, formats_arg, parse_value
 
 KINDS = {
     "range": "subnormal, normal and overflow regions of each format on a log2 axis",
@@ -105,8 +105,8 @@ def _epilog() -> str:
     lines = ["kinds:", *(f"  {kind:<{width}}  {text}" for kind, text in KINDS.items())]
     lines += ["", "examples:", "  fpsim plot bits 0.1 -f fp16,bf16 -o bits.png",
               "  fpsim plot histogram --scale 65536 -o histogram.png",
-              "  fpsim train -p fp32,fp16,amp -s overflow --steps 100 -o runs.json && "
-              "fpsim plot training --from runs.json"]  # fmt: skip
+              "  fpsim train -p fp32,fp16,amp -s overflow --steps 100 -o runs.json",
+              "  fpsim plot training --from runs.json"]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -118,7 +118,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "apply to the kind are errors. histogram and training read runs from --from FILE, or train them now "
         f"(the {DEFAULT_SCENARIO!r} scenario, {DEFAULT_STEPS} steps, with progress on stderr).",
         epilog=_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=LineFormatter,
     )
     cmd.add_argument("kind", choices=list(KINDS), help="the figure (see the list below)")
     cmd.add_argument("value", nargs="?", metavar="VALUE", help=f"for bits: the value to lay out (default: "
