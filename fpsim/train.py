@@ -287,7 +287,16 @@ def load_results(path: str | os.PathLike) -> list[History]:
     runs = content.get("runs") if isinstance(content, dict) else None
     if not isinstance(runs, list) or not runs:
         raise _bad_results(path, "it has no 'runs' list with at least one run")
-    return [_history(run, path, number) for number, run in enumerate(runs, start=1)]
+    histories = [_history(run, path, number) for number, run in enumerate(runs, start=1)]
+    for number, history in enumerate(histories, start=1):
+        try:  # the config as training would check it (its policy included), and the policy the run used
+            Config.from_dict(history.config).validate()
+            get_policy(history.policy)
+        except ValueError as err:
+            raise _bad_results(path, f"run {number}: {err}") from None
+        except TypeError as err:  # a policy object with missing or unknown fields
+            raise _bad_results(path, f"run {number}: its policy is not a whole Policy ({err})") from None
+    return histories
 
 
 def _bad_results(path: str | os.PathLike, problem: str) -> ValueError:

@@ -135,10 +135,16 @@ def test_malformed_results_files_name_the_file_and_the_problem(tmp_path, content
 
 
 def test_results_file_fields_are_checked(tmp_path):
-    good = json.loads(History({}, {"name": "fp32"}, loss=[1.0], scale=[1.0], skipped=[False], flushed=[0.0],
+    good = json.loads(History({}, POLICIES["fp32"].to_dict(), loss=[1.0], scale=[1.0], skipped=[False], flushed=[0.0],
                               subnormal=[0.0], lost_updates=[0.0], max_activation=[1.0]).to_json())  # fmt: skip
     path = tmp_path / "runs.json"
     for change, problem in [
+        ({"config": {"policy": "nope"}}, "unknown policy 'nope'"),  # the config as training would check it
+        ({"config": {"lr": -1}}, "lr must be a finite number > 0"),
+        ({"config": {"epochs": 3}}, "unknown config fields: epochs"),
+        ({"policy": {**good["policy"], "compute": "fp99"}}, "unknown format 'fp99'"),
+        ({"policy": {**good["policy"], "scaler": "bogus"}}, "scaler must be one of"),
+        ({"policy": {"name": "fp32"}}, "its policy is not a whole Policy"),
         ({"loss": "abc"}, "loss must be a list of numbers"),
         ({"scale": [1.0, 2.0]}, "one entry per step"),
         ({"seconds": "1"}, "seconds must be a number"),
