@@ -25,7 +25,7 @@ from fpsim.rounding import Rounding
 MAX_PRECISION = 25  # 53 >= 2p + 2: float64 intermediates are innocuous (see the module docstring)
 OPERAND_POLICIES = {
     "round": "operands that the format cannot hold are rounded to it first (nearest_even), like a cast; "
-    "a cast that overflows is counted in the call's flags",
+    "a cast that overflows is counted in the call's flags; one that underflows or is merely inexact is not",
     "exact": "operands that the format cannot hold raise ValueError",
 }
 
@@ -61,8 +61,11 @@ def operands(
 
     A cast is the caller's conversion of an input, not the operation, so its flags are not counted, with one
     exception: a cast that overflows changes what the operation computes (500 becomes inf, NaN or 448 in e4m3),
-    so with `count_flags` each one is counted as a rounding that raised overflow. Infinite operands are refused
-    in formats without infinity, where no cast can keep their meaning. `names` name the operands in errors.
+    so with `count_flags` each one is counted as a rounding that raised overflow (and inexact). Casts that
+    underflow are not counted: 1e-9 cast to 0 in fp16 raises no underflow, and 1e-6 cast to a subnormal
+    no subnormal or inexact, in the call's flags; round such operands first with fpsim.round(..., flags=True)
+    to count them. Infinite operands are refused in formats without infinity, where no cast can keep their
+    meaning. `names` name the operands in errors.
     """
     if policy not in OPERAND_POLICIES:
         raise ValueError(f"inputs must be one of {', '.join(map(repr, OPERAND_POLICIES))}; got {policy!r}")

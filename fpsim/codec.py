@@ -182,9 +182,11 @@ def next_up(x: object, fmt: Format | str) -> np.ndarray | float:
     """The least value of `fmt` greater than x (x itself need not be representable); -0 steps like +0.
 
     At or past the largest finite value no value of the format is greater: the result is +inf where the
-    format has infinities (IEEE 754 nextUp), NaN in e4m3fn, whose code after 448 is its NaN (as ml_dtypes'
-    nextafter gives); formats with neither (fp6, fp4) raise ValueError. nextUp(-inf) is -max; NaN gives NaN,
-    and raises ValueError in a format without NaN, as `round` does.
+    format has infinities (IEEE 754 nextUp), NaN in e4m3fn (next_up(448, "e4m3") is NaN: the code after 448's
+    is its NaN, as ml_dtypes' nextafter gives); formats with neither (fp6, fp4) raise ValueError. nextUp(-inf)
+    is -max where the format has infinities; an infinite x in a format without them (e4m3, fp6, fp4) raises
+    ValueError, as arithmetic refuses infinite operands there. NaN gives NaN, and raises ValueError in a
+    format without NaN, as `round` does.
     """
     fmt = get_format(fmt)
     values, scalar = as_float64(x, "x")
@@ -193,7 +195,8 @@ def next_up(x: object, fmt: Format | str) -> np.ndarray | float:
 
 
 def next_down(x: object, fmt: Format | str) -> np.ndarray | float:
-    """The greatest value of `fmt` less than x: -next_up(-x), as every format is symmetric (ends likewise)."""
+    """The greatest value of `fmt` less than x: -next_up(-x), as every format is symmetric; its special cases
+    mirror next_up's (next_down(-448, "e4m3") is NaN, an infinite x in a format without infinity raises)."""
     fmt = get_format(fmt)
     values, scalar = as_float64(x, "x")
     _check_has_neighbour(values, fmt, "next_down", values <= -fmt.max)
@@ -201,7 +204,13 @@ def next_down(x: object, fmt: Format | str) -> np.ndarray | float:
 
 
 def _check_has_neighbour(values: np.ndarray, fmt: Format, query: str, at_end: np.ndarray) -> None:
-    """Refuse what a format with neither infinity nor NaN has no answer for: NaN, and x at or past ±max."""
+    """Refuse an infinite x in a format without infinity, and, in one with neither infinity nor NaN, what it has
+    no answer for: NaN, and x at or past ±max."""
+    if not fmt.has_inf and np.isinf(values).any():
+        raise ValueError(
+            f"x holds {float(values[np.isinf(values)].flat[0])}, but {fmt.name} has no infinity, so {query} has no "
+            f"neighbour of it to give; keep x finite (the values of {fmt.name} lie within ±{fmt.max!r})"
+        )
     if fmt.nan != "none":
         return
     if np.isnan(values).any():

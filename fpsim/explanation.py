@@ -272,6 +272,8 @@ def _neighbours(value: Exact, fmt: Format) -> tuple[float | None, float | None]:
     """fmt's values just below and above value; None where fmt has none there (fp4 past ±max, or NaN)."""
     as_float = exact_float64(value)
     low, high = (as_float, as_float) if as_float is not None else float64_neighbours(value)
+    if not fmt.has_inf:  # its neighbours of ±inf are refused; of the largest float64s, they are ±max too
+        low, high = max(low, -sys.float_info.max), min(high, sys.float_info.max)
     return _query(next_down, high, fmt), _query(next_up, low, fmt)  # fmt's values are float64s: none in (low, high)
 
 

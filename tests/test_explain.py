@@ -117,6 +117,21 @@ def test_exact_decimal_prints_every_digit_under_the_lowest_int_to_str_limit(monk
     assert text == f"-{digits[0]}.{digits[1:]}e{exponent}"
 
 
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [
+        ("fp8_e4m3", ml_dtypes.float8_e4m3fn),
+        ("fp6_e3m2", ml_dtypes.float6_e3m2fn),
+        ("fp4_e2m1", ml_dtypes.float4_e2m1fn),
+    ],
+)
+def test_neighbours_of_infinities_in_formats_without_infinity_are_their_max(name, dtype):
+    largest = float(ml_dtypes.finfo(dtype).max)  # the reference: ml_dtypes' own constant
+    for value in (float("inf"), "1e400", Fraction(10**400)):
+        assert explain(value, name).below == largest
+    assert explain(float("-inf"), name).above == -largest and explain("-1e400", name).above == -largest
+
+
 def test_terminal_view_is_plain_unless_colour_is_wanted(monkeypatch):
     e = explain(0.1, "fp16")
     plain = e.render(color=False)
