@@ -174,3 +174,20 @@ def test_the_localizer_names_the_first_differing_tensor():
     assert set(exact.per_tensor) == {"W0", "b0", "gamma0", "beta0", "W1", "b1"}
     with pytest.raises(ValueError, match="steps must be a positive int"):
         training.synced_step_agreement(Config(), 0)
+
+
+def test_the_torch_backend_refuses_the_simulators_kernel_model():
+    """torch runs its own kernels: kernels='torch' on the torch backend would be recorded but mean nothing."""
+    with pytest.raises(ValueError, match="kernels='torch' sets the simulator's rounding points"):
+        train.run(Config(kernels="torch", steps=1), backend="torch", device="cpu")
+
+
+@pytest.mark.parametrize("before", [None, ":16:8"])
+def test_the_cublas_workspace_setting_is_restored(monkeypatch, before):
+    if before is None:
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", before)
+    with training._torch_settings(torch.device("cuda")):  # only flags and the environment: no GPU is touched
+        assert training.os.environ["CUBLAS_WORKSPACE_CONFIG"] == (before or ":4096:8")
+    assert training.os.environ.get("CUBLAS_WORKSPACE_CONFIG") == before

@@ -305,13 +305,17 @@ class _Scaling:
 
 
 # ---- global flags ----------------------------------------------------------------------------------------
+_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
+
+
 @contextlib.contextmanager
 def _torch_settings(device: torch.device) -> Iterator[None]:
     """Deterministic algorithms on and TF32 off for the run; every global flag restored afterwards."""
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # fmt: skip
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS is deterministic only with it
+    workspace = os.environ.get(_WORKSPACE)
+    if device.type == "cuda" and workspace is None:
+        os.environ[_WORKSPACE] = ":4096:8"  # cuBLAS is deterministic only with it
     torch.use_deterministic_algorithms(True)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
@@ -319,6 +323,8 @@ def _torch_settings(device: torch.device) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[2], saved[3]
+        if workspace is None:
+            os.environ.pop(_WORKSPACE, None)
 
 
 def environment(device: torch.device, mech: Mechanism, fp8_matmul: str = "emulated") -> dict:
@@ -468,6 +474,9 @@ def run(
     """Train `config` with torch on `device` ("cpu", "cuda", "auto"); the History the simulator's run returns,
     plus wall time per step, peak memory (CUDA only; None on the CPU) and the environment record."""
     policy = config.validate()
+    if config.kernels != "exact":
+        raise ValueError(f"kernels={config.kernels!r} sets the simulator's rounding points; torch runs its own "
+                         "kernels: use kernels='exact' (the default) with backend='torch'")  # fmt: skip
     target = resolve_device(device)
     check_fp8_matmul(fp8_matmul, mechanism(policy), target)  # an unsupported policy fails before any work
     dataset = simulator._load_data(config) if dataset is None else simulator._checked(dataset)
