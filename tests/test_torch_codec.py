@@ -299,9 +299,21 @@ def test_every_code_decodes_like_the_numpy_codec_and_reencodes_to_itself(name):
     assert np.array_equal(again.numpy().view(fmt.storage_dtype), fpsim.encode(fpsim.decode(codes, fmt), fmt))
 
 
-@pytest.mark.parametrize("name", ["tf32", "fp32", "fp64", "wider than float32"])
+@pytest.mark.parametrize("name", ["e11m51", "e10m52", "fp64"])
+def test_63_and_64_bit_codes_round_trip_with_fpsims_bits(name):
+    """63-bit codes fill an int64 but its sign bit; fp64's int64 codes hold fpsim.encode's uint64 bits."""
+    x = wide_values(fpsim.get_format(name), 20_000, np.float64, seed=11)
+    codes = ft.encode(torch.from_numpy(x), name)
+    reference = fpsim.encode(x, name)
+    assert codes.dtype == torch.int64
+    assert np.array_equal(codes.numpy().view(np.uint64), reference)
+    assert_same_bits(ft.decode(codes, name), fpsim.decode(reference, name))
+    assert torch.equal(ft.encode(ft.decode(codes, name), name), codes)
+
+
+@pytest.mark.parametrize("name", ["tf32", "fp32", "fp64", "wider than float32", "e11m51", "e10m52"])
 def test_random_wide_codes_decode_like_the_numpy_codec(name):
-    fmt = PRESETS.get(name) or CUSTOM[name]
+    fmt = PRESETS.get(name) or CUSTOM.get(name) or fpsim.get_format(name)
     rng = np.random.default_rng(8)
     codes = rng.integers(0, 2**63, 20_000, dtype=np.uint64) >> np.uint64(64 - fmt.bits) << np.uint64(1)
     codes |= rng.integers(0, 2, 20_000, dtype=np.uint64)  # the last bit too
@@ -340,6 +352,7 @@ def test_non_floating_tensors_are_refused_naming_the_argument(x):
         (lambda: ft.decode(torch.ones(3), "fp16"), TypeError, "codes must be an integer torch tensor"),
         (lambda: ft.decode(torch.tensor([64]), "fp6_e2m3"), ValueError, r"codes must be in \[0, 2\^6\)"),
         (lambda: ft.decode(torch.tensor([-1], dtype=torch.int16), "fp8_e5m2"), ValueError, "codes must be in"),
+        (lambda: ft.decode(torch.tensor([-1]), "e11m51"), ValueError, r"codes must be in \[0, 2\^63\)"),
     ],
 )
 def test_bad_input_gets_a_clear_error(call, error, message):

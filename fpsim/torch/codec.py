@@ -460,7 +460,9 @@ def _as_codes(codes: object, fmt: Format) -> torch.Tensor:
     wide = codes.to(torch.int64)
     if codes.dtype.is_signed and torch.iinfo(codes.dtype).bits == fmt.bits:
         return wide & ((1 << fmt.bits) - 1) if fmt.bits < 64 else wide  # int64: the sign bit stays in place
-    if wide.numel() and (bool(wide.min() < 0) or (fmt.bits < 64 and bool(wide.max() >= 1 << fmt.bits))):
+    # every non-negative int64 lies below 2^63, a bound int64 cannot hold: formats of 63 bits check only the sign
+    bounded = fmt.bits < 63
+    if wide.numel() and (bool(wide.min() < 0) or (bounded and bool(wide.max() >= 1 << fmt.bits))):
         raise ValueError(
             f"codes must be in [0, 2^{fmt.bits}) for {fmt.name} (or a signed {fmt.bits}-bit dtype); "
             f"got values from {int(wide.min())} to {int(wide.max())}"
