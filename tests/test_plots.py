@@ -66,6 +66,16 @@ def test_range_labels_are_superscripts_that_do_not_collide(fmt):
     assert overlaps(extents(figure, labels)) == []
 
 
+@pytest.mark.parametrize("fmt", ["fp4", "fp6_e2m3", "e2m0"])
+def test_range_label_of_a_least_normal_of_1_stays_off_the_dashed_line(fmt):
+    figure, ax = plots.range_diagram([fmt, "fp16"])
+    name = fpsim.get_format(fmt).name
+    (label,) = [t for t in ax.texts if t.get_gid() == f"{name}:label" and t.get_text() == "$2^{0}$"]
+    (box,) = extents(figure, [label])
+    line_x = ax.transData.transform((0, 0))[0]  # the dashed x = 1 line, in display coordinates
+    assert box.x0 > line_x  # beside the line, not across it
+
+
 def test_range_legend_covers_no_bar():
     figure, ax = plots.range_diagram(["fp32", "fp16", "bf16", "fp8_e4m3", "fp4"])
     bars = extents(figure, [p for p in ax.patches if p.get_gid()])
@@ -225,7 +235,33 @@ def test_gradient_histogram_shares_x_and_names_its_source():
     assert "× 1024" in axes[1].get_title(loc="left") and axes[2].get_title(loc="left").startswith("fp8_e4m3")
     title = figure._suptitle.get_text()
     assert "fp32 run" in title and "underflow scenario" in title and "step 4" in title
+    assert "× 1024" in title and "unscaled" not in title  # it said "unscaled" above a scaled panel
+    assert "unscaled" in plots.gradient_histogram(history, "fp16")[0]._suptitle.get_text()
     assert axes[0].get_legend().get_texts()[0].get_text() == "rounds to zero (flushed)"
+
+
+def _bands_drawn(axes) -> set[str]:
+    return {p.get_gid().split(":")[1] for axis in axes for p in axis.patches if ":" in str(p.get_gid())}
+
+
+@pytest.mark.parametrize(("fmt", "scale"), [("fp16", 2.0**16), ("fp16", None), ("fp32", None), ("bf16", 8.0)])
+def test_gradient_histogram_legend_lists_exactly_the_bands_drawn(fmt, scale):
+    g = np.random.default_rng(1).lognormal(-20, 3, 2048)
+    _, axes = plots.gradient_histogram(g, fmt, scale=scale)
+    legend = {t.get_text() for t in axes[0].get_legend().get_texts()}
+    assert legend == {plots.gradients.BAND_LABELS[band] for band in _bands_drawn(axes)}
+    for axis in axes:  # every band drawn lies in view
+        left, right = axis.get_xlim()
+        assert all(
+            left <= p.get_x() < right and p.get_x() + p.get_width() <= right for p in axis.patches if p.get_gid()
+        )
+
+
+def test_gradient_histogram_of_fp16_shows_its_overflow_band():
+    # fp16 spans 2^-25 (half its least subnormal) to 65504: the whole range fits, headroom for scaling included
+    _, axes = plots.gradient_histogram(np.random.default_rng(1).lognormal(-20, 3, 2048), "fp16", scale=2.0**16)
+    (overflow,) = [p for p in axes[1].patches if p.get_gid() == "fp16:overflow"]
+    assert overflow.get_x() == pytest.approx(np.log2(65504.0)) and overflow.get_width() >= 2  # binades in view
 
 
 @pytest.mark.parametrize(
@@ -269,7 +305,11 @@ def test_training_legends_say_only_what_matters_and_stay_beside_the_data():
     skipping = small_history("amp", loss=(2.0, 1.5, 1.0, 0.5), scale=[8.0, 4.0, 4.0, 4.0], skipped=[True] + [False] * 3)
     figure, (loss, scale, flushed) = plots.training_figure([small_history(), small_history("fp16"), skipping])
     labels = [t.get_text() for t in scale.get_legend().get_texts()]
-    assert "amp: 1 steps skipped" in labels and not any("0 skipped" in text or "0 steps" in text for text in labels)
+    assert "amp: 1 step skipped" in labels and not any("0 skipped" in text or "0 steps" in text for text in labels)
+    two = small_history(
+        "amp", loss=(2.0, 1.5, 1.0, 0.5), scale=[8.0, 4.0, 2.0, 2.0], skipped=[True, True, False, False]
+    )
+    assert "amp: 2 steps skipped" in [t.get_text() for t in plots.scale_trajectory(two)[1].get_legend().get_texts()]
     assert "fp16 (same as fp32)" in [t.get_text() for t in loss.get_legend().get_texts()]  # both visible
     assert {line.get_marker() for line in loss.lines if line.get_gid() in ("fp32", "fp16")} == {"o", "s"}
     renderer = drawn(figure)
@@ -278,6 +318,17 @@ def test_training_legends_say_only_what_matters_and_stay_beside_the_data():
         assert legend.x0 >= axis.get_window_extent().x1  # right of the axes, over no line
     assert figure._suptitle.get_text().startswith("Scenario 'underflow': fp32, fp16, amp, 4 steps")
     assert all(axis.get_title(loc="left") for axis in (loss, scale, flushed))
+
+
+@pytest.mark.parametrize("name", ["underflow", "overflow"])
+def test_training_figure_title_writes_powers_of_two_as_superscripts(name):
+    n = 4
+    run = History(scenario(name, steps=n).to_dict(), {"name": "fp32"}, loss=[1.0] * n, scale=[1.0] * n,
+                  skipped=[False] * n, flushed=[0.0] * n)  # fmt: skip
+    title = plots.training_figure(run)[0]._suptitle.get_text()
+    powers = re.findall(r"2\^\{?(\d+)", fpsim.train.SCENARIOS[name][0])
+    assert powers and all(f"$2^{{{p}}}$" in title for p in powers)
+    assert not re.search(r"(?<!\$)2\^\d", title)  # no plain 2^16 left
 
 
 def test_training_figure_draws_into_given_axes():

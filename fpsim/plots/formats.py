@@ -57,7 +57,9 @@ def _range_bar(ax: Axes, fmt: Format, y: float, right: float) -> None:
             bar = ax.barh(y, stop - start, left=start, height=0.5, color=REGION_COLORS[region],
                           alpha=REGION_SHADES[region], edgecolor="#333333", linewidth=0.5)  # fmt: skip
             bar.patches[0].set_gid(f"{fmt.name}:{region}")
-    marks = [(normal, power_label(fmt.smallest_normal), (0, 11), "center")]
+    on_the_line = normal == 0  # the least normal is 1: beside the dashed x = 1 line, not on it
+    marks = [(normal, power_label(fmt.smallest_normal), (4, 11) if on_the_line else (0, 11), "left" if on_the_line
+              else "center")]  # fmt: skip
     if low < normal:
         marks.append((low, power_label(fmt.smallest_subnormal), (-6, -3), "right"))
     marks.append((top, max_label(fmt), (6, -3), "left"))

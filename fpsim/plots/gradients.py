@@ -61,6 +61,8 @@ def gradient_bands(values: object, fmt: Format | str) -> dict[str, float]:
 
 
 NEAR_EDGES = 16  # binades beyond the data within which a band edge is still worth showing
+WHOLE_RANGE_BINADES = 64  # a format spanning at most this many binades (fp16, fp8) is shown whole
+EDGE_MARGIN = 3  # binades shown past a band edge, so that the band beyond it is seen
 
 
 def check_scale(scale: float | None) -> None:
@@ -90,37 +92,43 @@ def gradient_histogram(
     left, right = _window(fmts, logs)
     edges = np.linspace(left, right, bins + 1)  # one set of bins: bars compare across panels
     what = "the last step's" if history else "the"
+    drawn: set[str] = set()
     for axis, (fmt, name, sample), shown in zip(grid[:, 0], panels, logs):
         axis.hist(shown, bins=edges, color="#555555", alpha=0.85, gid="gradients")
-        _shade(axis, fmt, (left, right))
+        drawn |= _shade(axis, fmt, (left, right))
         bands = gradient_bands(sample, fmt)
         axis.set_title(f"{fmt.name}, gradients {name}: " + _band_text(bands, f"{what} {len(sample)} gradients"),
                        loc="left", fontsize=9)  # fmt: skip
         axis.set_ylabel("count")
     grid[-1, 0].set_xlabel(r"$\log_2 |g|$")
     grid[-1, 0].set_xlim(left, right)
-    grid[0, 0].legend(handles=_band_key(), loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8,
+    grid[0, 0].legend(handles=_band_key(drawn), loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8,
                       title="a value in this band", title_fontsize=8)  # fmt: skip
     if ax is None:
-        figure.suptitle(_histogram_title(history, len(data)))
+        figure.suptitle(_histogram_title(history, len(data), scale))
     return figure, grid[:, 0]
 
 
 def _window(fmts: list[Format], logs: list[np.ndarray]) -> tuple[float, float]:
-    """Where the data lie, widened to show band edges within NEAR_EDGES binades of them."""
+    """Where the data lie, widened to show band edges within NEAR_EDGES binades of them, and every edge of a
+    format narrow enough to show whole (fp16: flush to overflow, the headroom that loss scaling spends)."""
     low, high = min(x.min() for x in logs) - 2, max(x.max() for x in logs) + 2
-    edges = [e for f in fmts for e in (np.log2(f.smallest_subnormal) - 1, f.emin, np.log2(f.max))]
-    near = [e for e in edges if low - NEAR_EDGES < e < high + NEAR_EDGES]
-    return min([low, *near]) - 1, max([high, *near]) + 1
+    shown = []
+    for f in fmts:
+        edges = (np.log2(f.smallest_subnormal) - 1, f.emin, np.log2(f.max))
+        whole = edges[-1] - edges[0] <= WHOLE_RANGE_BINADES
+        shown += [e for e in edges if whole or low - NEAR_EDGES < e < high + NEAR_EDGES]
+    return min([low, *(e - EDGE_MARGIN for e in shown)]), max([high, *(e + EDGE_MARGIN for e in shown)])
 
 
-def _histogram_title(history: History | None, size: int) -> str:
+def _histogram_title(history: History | None, size: int, scale: float | None) -> str:
+    shown = f"as computed and × {scale:g} (loss scale)" if scale else "as computed (unscaled)"
     if history is None:
-        return f"Gradient magnitudes ({size} finite values) against each format's bands"
+        return f"Gradient magnitudes ({size} finite values) against each format's bands, {shown}"
     scenario = scenario_name(history.config)
     where = f"the {scenario} scenario" if scenario else "custom settings"
-    return (f"Gradients of the {history.policy['name']} run ({where}) at its last step (step {len(history.loss)}): "
-            f"{size} sampled values, unscaled")  # fmt: skip
+    return (f"Gradients of the {history.policy['name']} run ({where}) at its last step (step {len(history.loss)}):\n"
+            f"{size} sampled values, {shown}")  # fmt: skip
 
 
 def _band_text(bands: dict[str, float], of_what: str) -> str:
@@ -129,6 +137,7 @@ def _band_text(bands: dict[str, float], of_what: str) -> str:
     return ", ".join(parts) + f" of {of_what}"
 
 
+_ALPHA = {"overflow": 0.15}  # the grey band, lighter than the coloured ones (0.3)
 BAND_LABELS = {
     "flush": "rounds to zero (flushed)",
     "subnormal": "subnormal: fewer significant bits",
@@ -137,18 +146,25 @@ BAND_LABELS = {
 }
 
 
-def _band_key() -> list:
-    return [Patch(facecolor=REGION_COLORS[r], alpha=0.3, label=text) for r, text in BAND_LABELS.items()]
+def _band_key(drawn: set[str]) -> list:
+    """Legend entries for the bands some panel shows, in BAND_LABELS order."""
+    return [Patch(facecolor=REGION_COLORS[r], alpha=_ALPHA.get(r, 0.3), label=text)
+            for r, text in BAND_LABELS.items() if r in drawn]  # fmt: skip
 
 
-def _shade(axis, fmt: Format, span: tuple[float, float]) -> None:
-    """The bands where a value rounds to zero, a subnormal, a normal value, past max; edges at the midpoints."""
+def _shade(axis, fmt: Format, span: tuple[float, float]) -> set[str]:
+    """The bands where a value rounds to zero, a subnormal, a normal value, past max, within span; edges at the
+    midpoints. Returns the bands drawn."""
     least, normal, top = np.log2(fmt.smallest_subnormal), float(fmt.emin), np.log2(fmt.max)
     has_subnormals = fmt.subnormals and fmt.nmant > 0
     edge = least - 1 if has_subnormals else normal - 1  # half the least subnormal (normal) rounds to zero
     spans = {"flush": (span[0], edge), "subnormal": (edge, normal) if has_subnormals else (0, 0),
              "normal": (normal, top), "overflow": (top, span[1])}  # fmt: skip
+    drawn = set()
     for region, (start, stop) in spans.items():
+        start, stop = max(start, span[0]), min(stop, span[1])  # a band beyond the window is not drawn
         if stop > start:
-            axis.axvspan(start, stop, facecolor=REGION_COLORS[region], alpha=0.3 if region != "overflow" else 0.15,
-                         linewidth=0, gid=f"{fmt.name}:{region}")  # fmt: skip
+            axis.axvspan(start, stop, facecolor=REGION_COLORS[region], alpha=_ALPHA.get(region, 0.3), linewidth=0,
+                         gid=f"{fmt.name}:{region}")  # fmt: skip
+            drawn.add(region)
+    return drawn

@@ -7,6 +7,7 @@ non-finite loss is marked in every panel, so a run that diverges never just vani
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Sequence
 
@@ -117,14 +118,19 @@ def scale_trajectory(histories: History | Sequence[History], ax: Axes | None = N
     for h in runs:
         steps, scale, skipped = np.arange(1, len(h.scale) + 1), np.asarray(h.scale), np.asarray(h.skipped, dtype=bool)
         if skipped.any():  # "0 skipped" in the legend would say nothing
+            label = f"{_name(h)}: {_count(int(skipped.sum()), 'step')} skipped"
             ax.plot(steps[skipped], scale[skipped], "x", color=policy_style(_name(h))["color"], markersize=7,
-                    gid=f"{_name(h)}:skipped", label=f"{_name(h)}: {skipped.sum()} steps skipped")  # fmt: skip
+                    gid=f"{_name(h)}:skipped", label=label)  # fmt: skip
     ax.set_yscale("log", base=2)
     ax.set_ylabel("loss scale (log2)")
     ax.set_title("Loss scale per step (1: no scaling); × a skipped step: inf/NaN gradients, scale backs off",
                  loc="left")  # fmt: skip
     _legend(ax)
     return figure, ax
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def flushed_fraction(histories: History | Sequence[History], ax: Axes | None = None):
@@ -200,11 +206,16 @@ def training_figure(histories: History | Sequence[History], ax: object = None):
     return figure, (top, middle, bottom)
 
 
+def _powers_as_mathtext(text: str) -> str:
+    """2^16 in a scenario's plain-text description, drawn as a superscript."""
+    return re.sub(r"\b2\^(-?\d+)", r"$2^{\1}$", text)
+
+
 def _figure_title(runs: list[History]) -> str:
     names = {scenario_name(h.config) for h in runs}
     policies = ", ".join(_name(h) for h in runs)
     if len(names) == 1 and None not in names:
         (name,) = names
-        lesson = textwrap.fill(SCENARIOS[name][0], 110)
+        lesson = _powers_as_mathtext(textwrap.fill(SCENARIOS[name][0], 110))
         return f"Scenario {name!r}: {policies}, {len(runs[0].loss)} steps\n{lesson}"
     return f"Training runs: {policies} (custom settings)"
