@@ -127,6 +127,8 @@ def test_fake_quantize_returns_the_model_changed_in_place():
         ({"weight": "fp9"}, ValueError, "unknown format"),
         ({"weight": "fp8_e4m3", "output": "fp16", "rounding": "sideways"}, ValueError, "rounding must be one of"),
         ({"weight": "fp8_e4m3", "grad": "e4m3x"}, ValueError, "unknown format"),
+        ({"weight": "fp8_e4m3", "grad_rounding": "up"}, ValueError, "grad_rounding='up' is used only with"),
+        ({"weight": "fp8_e4m3", "grad": "fp8_e5m2", "grad_rounding": "x"}, ValueError, "grad_rounding='x'.*one of"),
         ({}, ValueError, "give at least one of weight=, input=, output="),
         ({"input": "fp8_e4m3", "layers": (nn.LSTM,)}, ValueError, "model has no layer of the kinds LSTM"),
     ],
@@ -152,6 +154,10 @@ def test_fake_quantize_refuses_a_model_twice_and_a_non_module():
     [
         (lambda: ft.quantize(torch.ones(2, dtype=torch.float16), "bf16"), ValueError, "cannot hold every bf16"),
         (lambda: ft.quantize(torch.ones(2, dtype=torch.int32), "fp16"), TypeError, "needs a float16, bfloat16"),
+        (lambda: ft.quantize(torch.ones(2), "fp16", grad_rounding="x"), ValueError, "used only with a gradient"),
+        (lambda: ft.Quantize("fp16", grad_rounding="up"), ValueError, "grad_rounding='up' is used only with"),
+        (lambda: ft.quantize(torch.ones(2), "fp16", grad_fmt="fp16", grad_rounding="x"), ValueError, "one of"),
+        (lambda: ft.quantize(torch.ones(2), "fp16", grad_fmt="fp17"), ValueError, "grad_fmt='fp17'.*unknown"),
         (lambda: ft.Quantize("fp16", generator=torch.Generator()), ValueError, "only by rounding='stochastic'"),
         (lambda: ft.Quantize("fp16", "stochastic", generator=3), TypeError, "generator must be a torch.Generator"),
     ],
@@ -159,6 +165,16 @@ def test_fake_quantize_refuses_a_model_twice_and_a_non_module():
 def test_quantize_bad_input_gets_a_clear_error(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_a_gradient_format_the_dtype_cannot_hold_is_refused_in_the_forward_pass():
+    """The gradient has x's dtype: fp16 cannot hold bf16's range, so the forward pass refuses, before backward."""
+    x = torch.ones(2, dtype=torch.float16, requires_grad=True)
+    with pytest.raises(ValueError, match="float16 cannot hold every grad_fmt bf16 value"):
+        ft.quantize(x, "fp8_e4m3", grad_fmt="bf16")
+    model = ft.fake_quantize(nn.Linear(2, 2).half(), input="fp8_e4m3", grad="bf16")
+    with pytest.raises(ValueError, match="float16 cannot hold every grad_fmt bf16 value"):
+        model(torch.ones(1, 2, dtype=torch.float16))
 
 
 def test_fp8_fake_quantization_agrees_with_numpys_fake_quantized_matmul():

@@ -41,14 +41,18 @@ class _Rounder:
             raise ValueError(f"generator is used only by rounding='stochastic'; got rounding={plan.mode!r}")
         return cls(plan.fmt, plan.mode, overflow, plan.on_nan, generator)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        holder = _DTYPE_FORMATS.get(x.dtype)
+    def check_dtype(self, dtype: torch.dtype, what: str = "") -> None:
+        """Refuse a tensor dtype that cannot hold every value of the format (`what` names a gradient's format)."""
+        holder = _DTYPE_FORMATS.get(dtype)
         if holder is None:
-            raise TypeError(f"fake quantization needs a float16, bfloat16, float32 or float64 tensor, got {x.dtype}")
+            raise TypeError(f"fake quantization needs a float16, bfloat16, float32 or float64 tensor, got {dtype}")
         if not _contains(get_format(holder), self.fmt):
             raise ValueError(
-                f"{x.dtype} cannot hold every {self.fmt.name} value exactly; fake-quantize a float32 tensor instead"
+                f"{dtype} cannot hold every {what}{self.fmt.name} value exactly; fake-quantize a float32 tensor instead"
             )
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_dtype(x.dtype)
         rounded = round_to(
             x, self.fmt, self.rounding, overflow=self.overflow, on_nan=self.on_nan, generator=self.generator
         )
@@ -63,6 +67,8 @@ class _RoundFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, forward: _Rounder, backward: _Rounder | None) -> torch.Tensor:
+        if backward is not None:  # the gradient will have x's dtype: refuse it now, not in the backward pass
+            backward.check_dtype(x.dtype, "grad_fmt ")
         ctx.backward_rounder = backward
         return forward(x)
 
@@ -83,9 +89,18 @@ def _rounders(
 ) -> tuple[_Rounder, _Rounder | None]:
     forward = _Rounder.checked(fmt, rounding, overflow, on_nan, generator)
     if grad_fmt is None:
+        if grad_rounding is not None:
+            raise ValueError(
+                f"grad_rounding={grad_rounding!r} is used only with a gradient format: give grad_fmt= "
+                "(grad= in fake_quantize) or drop grad_rounding"
+            )
         return forward, None
+    grad_rounding = "nearest_even" if grad_rounding is None else grad_rounding
     grad_generator = generator if grad_rounding == "stochastic" else None
-    return forward, _Rounder.checked(grad_fmt, grad_rounding, None, "raise", grad_generator)
+    try:
+        return forward, _Rounder.checked(grad_fmt, grad_rounding, None, "raise", grad_generator)
+    except ValueError as err:  # name the gradient's arguments, not fpsim.round's
+        raise ValueError(f"gradient rounding (grad_fmt={grad_fmt!r}, grad_rounding={grad_rounding!r}): {err}") from None
 
 
 def quantize(
@@ -97,12 +112,14 @@ def quantize(
     on_nan: str = "raise",
     generator: torch.Generator | None = None,
     grad_fmt: Format | str | None = None,
-    grad_rounding: str = "nearest_even",
+    grad_rounding: str | None = None,
 ) -> torch.Tensor:
     """x rounded to `fmt` (as fpsim.torch.round, in x's dtype), differentiable: the backward pass passes the
-    gradient straight through, or rounds it to `grad_fmt` with `grad_rounding` when given.
+    gradient straight through, or rounds it to `grad_fmt` with `grad_rounding` (default nearest_even; only
+    with grad_fmt) when given.
 
-    x's dtype must hold every value of `fmt` (float32 holds all presets but fp64). `generator` (a
+    x's dtype must hold every value of `fmt` and of `grad_fmt` (float32 holds all presets but fp64), checked in
+    the forward pass. `generator` (a
     torch.Generator; not a seed, which would repeat the same draws at every call) drives stochastic rounding
     in either direction.
     """
@@ -123,7 +140,7 @@ class Quantize(nn.Module):
         on_nan: str = "raise",
         generator: torch.Generator | None = None,
         grad_fmt: Format | str | None = None,
-        grad_rounding: str = "nearest_even",
+        grad_rounding: str | None = None,
     ) -> None:
         super().__init__()
         self.forward_rounder, self.backward_rounder = _rounders(
@@ -146,7 +163,7 @@ def fake_quantize(
     output: Format | str | None = None,
     grad: Format | str | None = None,
     rounding: str = "nearest_even",
-    grad_rounding: str = "nearest_even",
+    grad_rounding: str | None = None,
     layers: tuple[type[nn.Module], ...] = LAYERS,
 ) -> nn.Module:
     """Fake-quantize every Linear and Conv layer of `model` in place, and return the model.
@@ -154,8 +171,10 @@ def fake_quantize(
     Each layer's weight (through a torch parametrization), input (a forward pre-hook) and output (a forward
     hook) are rounded to the formats given; the bias is added unrounded before the output rounding. With
     `grad`, the gradients through each of these points are rounded to `grad` too, else they pass straight
-    through. All formats are validated before the model is touched. The weight parametrization renames the
-    state_dict key `weight` to `parametrizations.weight.original`: load weights before calling this.
+    through; `grad_rounding` (default nearest_even) needs `grad`. Every option is validated before the model is
+    touched, and the model's dtype must hold every value of each format (checked at its first forward pass).
+    The weight parametrization renames the state_dict key `weight` to `parametrizations.weight.original`: load
+    weights before calling this.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -175,7 +194,7 @@ def fake_quantize(
     return model
 
 
-def _wrap(module: nn.Module, roles: dict, rounding: str, grad: object, grad_rounding: str) -> None:
+def _wrap(module: nn.Module, roles: dict, rounding: str, grad: object, grad_rounding: str | None) -> None:
     def quantizer(fmt: object) -> Quantize:
         return Quantize(fmt, rounding, grad_fmt=grad, grad_rounding=grad_rounding)
 
