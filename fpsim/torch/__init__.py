@@ -1,13 +1,18 @@
 """fpsim on torch tensors: exact rounding to any Format on any device, and fake quantization of torch models.
 
 Invariant: every value, code and flag count equals the NumPy codec's (fpsim.round, fpsim.encode) bit for bit.
-`import fpsim` never loads torch; importing this package without torch raises ImportError naming the extra.
+`import fpsim` never loads torch; importing this package without torch raises fpsim._extras.MissingExtraError (an
+ImportError with name 'torch') naming the extra.
 """
+
+from fpsim._extras import MissingExtraError
 
 try:
     import torch as _torch  # noqa: F401 - fail here, once, with the install hint
 except ImportError as err:
-    raise ImportError("fpsim.torch needs PyTorch; install it with: pip install fpsim[torch]") from err
+    raise MissingExtraError(
+        "fpsim.torch needs PyTorch; install it with: pip install fpsim[torch]", name="torch"
+    ) from err
 
 from fpsim.torch.codec import CLASSES, classify, decode, encode, round
 from fpsim.torch.native import NATIVE_CASTS, native_overflow
