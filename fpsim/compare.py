@@ -172,8 +172,9 @@ def report(scenario: str, policies: list[str] | tuple[str, ...] = POLICIES, *, o
 def synced(scenario: str, policies: list[str] | tuple[str, ...] = POLICIES, *, device: str = "auto",
            steps: int | None = None, kernels: str = "torch") -> list[dict]:  # fmt: skip
     """Per policy: torch restarted from the simulator's exact state at every step, and how many weight elements
-    come out bit-identical; where some do not, the first tensor (in backward order) that differs and by how
-    many ulps. One row per policy, with the per-step fractions under "per step"."""
+    come out bit-identical (and finite: NaN on both sides is reported as non-finite, not as agreement); where some
+    do not, the first tensor (in backward order) that differs and by how many ulps. One row per policy, with the
+    per-step fractions under "per step"."""
     from fpsim.torch import training
 
     configs = [train.scenario(scenario, policy=name, kernels=kernels) for name in policies]
@@ -195,6 +196,7 @@ def _synced_row(policy: str, results: list) -> dict:
         "identical weights (mean)": float(fractions.mean()),
         "identical weights (worst step)": float(fractions.min()),
         "steps all identical": int((fractions == 1).sum()),
+        "non-finite weights (worst step)": max(r.non_finite for r in results),
         "first differing tensor": f"{first.first_different} at step {first.step}, {first.max_ulps} ulp"
         if first
         else None,

@@ -626,8 +626,10 @@ def check_fp8_matmul(fp8_matmul: str, mech: Mechanism, device: torch.device) -> 
 # ---- synced comparison: torch starts every step from the simulator's exact state ------------------------------
 @dataclass
 class SyncedStep:
-    """One synced step: the fraction of weight elements bit-identical after it, per tensor and overall, and the
-    first tensor (in backward order, where a divergence starts) that differs, with its largest ulp distance."""
+    """One synced step: the fraction of weight elements bit-identical and finite after it, per tensor and overall;
+    the fraction that is NaN or inf on either side (`non_finite`: never counted as identical, even where both
+    sides hold NaN); and the first tensor (in backward order, where a divergence starts) whose values differ,
+    with its largest ulp distance (elements NaN on both sides do not differ)."""
 
     step: int
     identical: float
@@ -635,6 +637,7 @@ class SyncedStep:
     first_different: str | None
     max_ulps: int
     loss_relative_difference: float
+    non_finite: float = 0.0
 
 
 def synced_step_agreement(
@@ -705,19 +708,21 @@ def _like(param: torch.Tensor, values: np.ndarray) -> torch.Tensor:
 
 def _compare(step: int, master: dict[str, np.ndarray], trainer: Trainer, loss: float, real_loss: float) -> SyncedStep:
     dtype = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: None}[trainer.mech.param_dtype]
-    per_tensor, first, max_ulps, same_total, total = {}, None, 0, 0, 0
+    per_tensor, first, max_ulps, same_total, bad_total, total = {}, None, 0, 0, 0, 0
     backward_order = sorted(master, key=lambda k: (-int(k.lstrip(string.ascii_letters)), k))  # last layer first
     for name in backward_order:
         real = to_torch_name(name, trainer.params[name].detach().double().cpu().numpy())
         expected = master[name]
+        finite = np.isfinite(real) & np.isfinite(expected)  # NaN == NaN would hide a diverged run: counted apart
         same = (real == expected) | (np.isnan(real) & np.isnan(expected))
-        per_tensor[name] = float(same.mean())
-        same_total, total = same_total + int(same.sum()), total + same.size
+        per_tensor[name] = float((same & finite).mean())
+        same_total, bad_total = same_total + int((same & finite).sum()), bad_total + int((~finite).sum())
+        total += same.size
         if first is None and not same.all():
             first, max_ulps = name, _max_ulps(real[~same], expected[~same], dtype)
     with np.errstate(all="ignore"):
         relative = abs(real_loss - loss) / abs(loss) if loss else abs(real_loss)
-    return SyncedStep(step, same_total / total, per_tensor, first, max_ulps, float(relative))
+    return SyncedStep(step, same_total / total, per_tensor, first, max_ulps, float(relative), bad_total / total)
 
 
 def _max_ulps(a: np.ndarray, b: np.ndarray, dtype) -> int:
