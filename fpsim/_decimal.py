@@ -201,3 +201,11 @@ def _round_at(value: Fraction, quantum: Fraction, how: Rounding) -> Fraction:
 def _floor_log2(magnitude: Fraction) -> int:
     estimate = magnitude.numerator.bit_length() - magnitude.denominator.bit_length()
     return estimate if Fraction(2) ** estimate <= magnitude else estimate - 1
+
+
+def to_float(ratio: Fraction) -> float:
+    """An exact ratio as the nearest float, ±inf past float64's range (an error of 1e400 in fp16 is 1e395 ulp)."""
+    try:
+        return float(ratio)
+    except OverflowError:
+        return math.inf if ratio > 0 else -math.inf

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fpsim import arithmetic
-from fpsim._decimal import UNSIGNED_NUMBER, Exact, parse_real, round_exact
+from fpsim._decimal import UNSIGNED_NUMBER, Exact, parse_real, round_exact, to_float
 from fpsim.explanation import exact_decimal, render_text
 from fpsim.flags import Flags
 from fpsim.formats import Format, get_format
@@ -53,7 +53,7 @@ class Step:
     def error(self) -> float:
         """stored − exact, as a float (exact to 60 digits for sqrt); inf on overflow, NaN for invalid steps."""
         if isinstance(self.exact, Fraction) and math.isfinite(self.result):
-            return float(Fraction(self.result) - self.exact)
+            return to_float(Fraction(self.result) - self.exact)  # 6 - 1e400 is beyond float64
         if isinstance(self.exact, Fraction):  # an overflow to ±inf
             return self.result
         return self.result - self.exact if self.result != self.exact else 0.0

@@ -19,7 +19,7 @@ from rich.console import Console, ConsoleOptions, Group
 from rich.table import Table
 from rich.text import Text
 
-from fpsim._decimal import Exact, exact_float64, float64_neighbours, parse_real, round_exact
+from fpsim._decimal import Exact, exact_float64, float64_neighbours, parse_real, round_exact, to_float
 from fpsim._inputs import as_float64
 from fpsim.codec import classify, encode, next_down, next_up
 from fpsim.flags import Flags, suspended
@@ -171,14 +171,14 @@ class Explanation:
         error = self.abs_error
         if isinstance(error, float) or self.input == 0:
             return error if isinstance(error, float) else (0.0 if error == 0 else math.inf)
-        return _to_float(error / Fraction(self.input))
+        return to_float(error / Fraction(self.input))
 
     def rows(self) -> dict[str, str]:
         """The labelled lines of the view, plain text, every decimal exact and in full."""
         error = self.abs_error
         error_text = exact_decimal(error) if isinstance(error, Fraction) else str(error)
         if isinstance(error, Fraction) and math.isfinite(self.ulp):
-            error_text += f" ({_to_float(error / Fraction(self.ulp)):+.4g} ulp)"
+            error_text += f" ({to_float(error / Fraction(self.ulp)):+.4g} ulp)"
         exponent = "—" if self.exponent is None else f"{self.exponent:+d} (biased {self.biased_exponent})"
         return {
             "bits": " ".join(self.bit_fields.values()),
@@ -282,14 +282,6 @@ def _query(neighbour, x: float, fmt: Format) -> float | None:
         return float(neighbour(x, fmt))
     except ValueError:  # a format with neither infinity nor NaN has no value past ±max
         return None
-
-
-def _to_float(ratio: Fraction) -> float:
-    """A ratio as a float for display: ±inf past float64's range (an error of 1e400 in fp16 is 1e395 ulp)."""
-    try:
-        return float(ratio)
-    except OverflowError:
-        return math.inf if ratio > 0 else -math.inf
 
 
 def describe_input(value: Exact) -> str:

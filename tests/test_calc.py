@@ -101,3 +101,8 @@ def test_bad_arguments():
         fpsim.calc(1.0, "fp16")
     with pytest.raises(ValueError, match="at most 25"):
         fpsim.calc("1 + 1", "fp64")
+
+
+def test_an_error_beyond_float64s_range_is_infinite_not_a_crash():
+    steps = fpsim.calc("1e400", "fp4").steps  # 1e400 saturates to 6: the error 6 - 1e400 has no float64
+    assert steps[-1].result == 6.0 and steps[-1].error == -math.inf and steps[-1].flags.overflow == 1

@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import textwrap
 from collections.abc import Callable
 
 from fpsim import _terminal, train
 from fpsim._files import check_output_path
-from fpsim.cli._common import UsageError
+from fpsim.cli._common import LineFormatter, UsageError
 from fpsim.policies import KERNELS, POLICIES
 from fpsim.scaling import SCALERS
 
@@ -115,17 +114,6 @@ def cmd_train(args: argparse.Namespace) -> None:
             print(f"saved {len(histories)} run(s) to {path}")
 
 
-class _Formatter(argparse.HelpFormatter):
-    """Wraps each line of a description or epilog on its own; an indented `  name  text` line hangs its text."""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return "\n".join(self._fill_line(line, width, indent) for line in text.splitlines())
-
-    def _fill_line(self, line: str, width: int, indent: str) -> str:
-        hang = len(re.match(r"\s+\S+\s*", line).group()) if line.startswith(" ") and line.strip() else 0
-        return textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent + " " * hang) or indent
-
-
 def _epilog() -> str:
     width = max(map(len, [*POLICIES, *train.SCENARIOS, *SCALERS]))
     lines = ["policies:", *(f"  {name:<{width}}  {p.description}" for name, p in POLICIES.items())]
@@ -143,7 +131,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "optionally save every step (JSON for `fpsim plot --from`, CSV for a spreadsheet). Options left out take "
         "the scenario's value, else the default shown.",
         epilog=_epilog(),
-        formatter_class=_Formatter,
+        formatter_class=LineFormatter,
     )
     cmd.add_argument("--policy", "-p", default="fp32", help="one or more policies, comma-separated (default: fp32)")
     cmd.add_argument("--scenario", "-s", default="baseline", choices=list(train.SCENARIOS), help="(default: baseline)")
