@@ -150,7 +150,8 @@ def report(scenario: str, policies: list[str] | tuple[str, ...] = POLICIES, *, o
            device: str = "auto", steps: int | None = None, synced: bool = False, console=None) -> Path:  # fmt: skip
     """`fpsim compare`: run the comparison, print it, and write report.md, report.json and the overlay figure
     into the folder `out` (checked before any work). Returns the report.md path."""
-    folder = Report(out, f"fpsim compare: the {scenario} scenario, simulator against torch", argument="--out")
+    folder = Report(out, f"fpsim compare: the {scenario} scenario, simulator against torch", argument="--out",
+                    figures=[f"compare_{scenario}"])  # fmt: skip
     console = console or _terminal.console()
     comparison = compare(scenario, policies, device=device, steps=steps, quiet=False)
     console.print(f"scenario {scenario} on {comparison.device}: {train.SCENARIOS[scenario][0]}", markup=False)
@@ -223,8 +224,17 @@ def _outcome(history: History, where: str) -> dict:
         "test accuracy": summary["test accuracy"],
         "skipped steps": summary["skipped steps"],
         "flushed %": summary["flushed %"],
-        "ms/step": 1000 * history.seconds / max(1, len(history.loss)),
+        "ms/step": 1000 * _seconds_per_step(history),
+        "peak MiB": None if history.peak_memory_bytes is None else history.peak_memory_bytes / 2**20,
     }
+
+
+def _seconds_per_step(history: History) -> float:
+    """The median training step where the backend timed each (torch: census left out), else the run's seconds
+    (evaluations included) over its steps."""
+    if history.step_seconds:
+        return float(np.median(history.step_seconds))
+    return history.seconds / max(1, len(history.loss))
 
 
 def _agreement_row(agreed: Agreement) -> dict:

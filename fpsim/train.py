@@ -225,7 +225,7 @@ class History:
     gradient_sample: list[float] = field(default_factory=list)
     seconds: float = 0.0
     backend: str = "numpy"
-    step_seconds: list[float] = field(default_factory=list)  # torch backend: wall time of each step
+    step_seconds: list[float] = field(default_factory=list)  # torch backend: each step's training time, census out
     peak_memory_bytes: int | None = None  # torch backend on CUDA: torch.cuda.max_memory_allocated; else None
     environment: dict = field(default_factory=dict)  # torch backend: version, device, matmul flags, autocast
 

@@ -215,3 +215,32 @@ def test_the_cublas_workspace_setting_is_restored(monkeypatch, before):
     with training._torch_settings(torch.device("cuda")):  # only flags and the environment: no GPU is touched
         assert training.os.environ["CUBLAS_WORKSPACE_CONFIG"] == (before or ":4096:8")
     assert training.os.environ.get("CUBLAS_WORKSPACE_CONFIG") == before
+
+
+def test_step_times_leave_the_census_out(monkeypatch):
+    """The census re-runs every backward op in float64 (several times a step's cost): step_seconds subtracts
+    the census's own measured time, which a census reports."""
+    census = training.GradientCensus(torch.float16, FP16, keep_values=False)
+    x = torch.ones(4, dtype=torch.float16, requires_grad=True)
+    with census:
+        (x * 2.0**-3).sum().backward()
+    assert census.seconds > 0
+    real_step = training.Trainer.step
+
+    def slow_census(self, x, y, **options):
+        record = real_step(self, x, y, **options)
+        return {**record, "census_seconds": record["census_seconds"] + 1000.0}  # a census of 1000 s
+
+    monkeypatch.setattr(training.Trainer, "step", slow_census)
+    history = torch_run(Config(policy="amp", steps=2))
+    assert all(t < -900 for t in history.step_seconds)  # the reported census time was taken off each step
+
+
+def test_compare_reports_the_median_step_and_peak_memory():
+    history = train.History({}, {"name": "amp"}, loss=[1.0, 1.0, 1.0], seconds=100.0)
+    history.step_seconds, history.peak_memory_bytes = [0.001, 0.003, 0.5], 3 * 2**20
+    row = compare._outcome(history, "torch cpu")
+    assert row["ms/step"] == 3.0 and row["peak MiB"] == 3.0  # the median step, not seconds / steps (evaluations)
+    history.step_seconds, history.peak_memory_bytes = [], None
+    row = compare._outcome(history, "simulator")
+    assert row["ms/step"] == 1000 * 100.0 / 3 and row["peak MiB"] is None

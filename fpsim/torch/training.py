@@ -189,7 +189,8 @@ class GradientCensus(TorchDispatchMode):
     (the op re-run in float64 on the same inputs) to the gradient format did: flushed to zero, subnormal.
 
     This is the simulator's definition (the flags of each gradient's rounding from its exact value), applied
-    to every rounding op torch's backward runs; views and copies that cannot round are left out.
+    to every rounding op torch's backward runs; views and copies that cannot round are left out. `seconds` is
+    the wall time of that extra work (the float64 re-runs and their rounding), which step times leave out.
     """
 
     def __init__(self, dtype: torch.dtype, fmt: Format, keep_values: bool, counting: bool = True) -> None:
@@ -197,6 +198,7 @@ class GradientCensus(TorchDispatchMode):
         self.dtype, self.fmt, self.keep_values, self.counting = dtype, fmt, keep_values, counting
         self.flags = Flags()
         self.values: list[np.ndarray] = []
+        self.seconds = 0.0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -208,6 +210,12 @@ class GradientCensus(TorchDispatchMode):
         wanted = [i for i, t in enumerate(outputs) if isinstance(t, torch.Tensor) and t.dtype == self.dtype]
         if not wanted:
             return out
+        began = time.perf_counter()
+        self._count(func, args, kwargs, wanted)
+        self.seconds += time.perf_counter() - began
+        return out
+
+    def _count(self, func, args, kwargs, wanted: list[int]) -> None:
         exact = func(*tree_map(_to_float64, args), **tree_map(_to_float64, kwargs))
         exact = exact if isinstance(exact, (tuple, list)) else (exact,)
         for i in wanted:
@@ -217,7 +225,6 @@ class GradientCensus(TorchDispatchMode):
             self.flags += flags
             if self.keep_values:
                 self.values.append(values)
-        return out
 
     def start(self) -> None:
         """Count from here on: the loss's own backward (unscaled, in the loss's format) is not a gradient cast."""
@@ -425,6 +432,7 @@ class Trainer:
             "loss": float(loss.detach().float()), "scale": scale, "skipped": found_inf,
             "flushed": flags.fraction("flushed_to_zero"), "subnormal": flags.fraction("subnormal"),
             "lost_updates": lost, "max_activation": self.max_activation, "gradient_values": census.values,
+            "census_seconds": census.seconds,
         }  # fmt: skip
 
     def _census(self, keep_values: bool):
@@ -472,7 +480,11 @@ def run(
     fp8_matmul: str = "emulated",
 ) -> simulator.History:
     """Train `config` with torch on `device` ("cpu", "cuda", "auto"); the History the simulator's run returns,
-    plus wall time per step, peak memory (CUDA only; None on the CPU) and the environment record."""
+    plus wall time per step, peak memory (CUDA only; None on the CPU) and the environment record.
+
+    A step's time is its forward, backward, unscale and optimizer step, without the gradient census's own work
+    (the float64 re-run of each backward op, which costs several times the step); `seconds` is the whole run,
+    census and evaluations included."""
     policy = config.validate()
     if config.kernels != "exact":
         raise ValueError(f"kernels={config.kernels!r} sets the simulator's rounding points; torch runs its own "
@@ -498,7 +510,7 @@ def run(
             )
             if target.type == "cuda":
                 torch.cuda.synchronize(target)
-            history.step_seconds.append(time.perf_counter() - began)
+            history.step_seconds.append(time.perf_counter() - began - record["census_seconds"])  # training only
             for name in ("loss", "scale", "skipped", "flushed", "subnormal", "lost_updates", "max_activation"):
                 getattr(history, name).append(record[name])
             if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
@@ -543,7 +555,7 @@ class Fp8Census:
     scaled casts: a nonzero gradient that became zero is flushed; subnormals are not counted)."""
 
     def __init__(self, keep_values: bool) -> None:
-        self.keep_values, self.flags, self.values = keep_values, Flags(), []
+        self.keep_values, self.flags, self.values, self.seconds = keep_values, Flags(), [], 0.0
 
     def __enter__(self) -> Fp8Census:
         return self
@@ -552,10 +564,12 @@ class Fp8Census:
         return None
 
     def count(self, g: torch.Tensor, rounded: torch.Tensor) -> None:
+        began = time.perf_counter()
         flushed = int(((rounded == 0) & (g != 0)).sum())
         self.flags += Flags(total=g.numel(), flushed_to_zero=flushed)
         if self.keep_values:
             self.values.append(g.detach().double().cpu().numpy().reshape(-1))
+        self.seconds += time.perf_counter() - began
 
 
 class _ScaledFakeQuantize(torch.autograd.Function):
