@@ -38,11 +38,12 @@ def demo(out: str | os.PathLike = "fpsim-demo", *, device: str = "auto", steps: 
     from fpsim.torch import training  # checked first: the demo needs torch
 
     device = str(training.resolve_device(device))
-    report = Report(out, "fpsim demo: mixed precision, simulated and on real hardware", argument="out")
+    scenarios = (("underflow", UNDERFLOW_POLICIES), ("overflow", OVERFLOW_POLICIES))
+    report = Report(out, "fpsim demo: mixed precision, simulated and on real hardware", argument="--out",
+                    figures=[scenario for scenario, _ in scenarios])  # fmt: skip
     say = make_console(file)
     _bits(report, say)
-    for number, (scenario, policies) in enumerate((("underflow", UNDERFLOW_POLICIES),
-                                                   ("overflow", OVERFLOW_POLICIES)), start=2):  # fmt: skip
+    for number, (scenario, policies) in enumerate(scenarios, start=2):
         _scenario(report, say, number, scenario, policies, device, steps)
     path = report.write()
     say.print(f"\n[bold]Report:[/bold] {path} (figures beside it)")

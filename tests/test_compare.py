@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 
 import pytest
@@ -87,6 +88,7 @@ def test_markdown_table_and_report_folder(tmp_path):
         (["demo", "--out", "FILE"], "exists and is not a folder"),
         (["demo", "--steps", "-3", "--out", "OUT"], "--steps"),
         (["demo", "--device", "cuda:x", "--out", "OUT"], "device"),
+        (["demo", "--out", ""], "--out must name a folder"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, argv, message):
@@ -96,6 +98,35 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, argv
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "OUT").exists() and (tmp_path / "FILE").read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    ("argv", "entry", "kind"),
+    [
+        (["compare", "-o", "OUT"], "compare_underflow.png", "folder"),
+        (["compare", "-s", "overflow", "-o", "OUT"], "compare_overflow.png", "fifo"),
+        (["compare", "-o", "OUT"], "report.json", "read-only"),
+        (["demo", "--out", "OUT"], "overflow.png", "folder"),
+        (["demo", "--out", "OUT"], "report.md", "folder"),
+    ],
+)
+def test_an_entry_the_report_cannot_replace_is_refused_before_any_training(tmp_path, capsys, argv, entry, kind):
+    out = tmp_path / "OUT"
+    out.mkdir()
+    {"folder": lambda p: p.mkdir(), "fifo": os.mkfifo, "read-only": lambda p: p.write_text("keep")}[kind](out / entry)
+    if kind == "read-only":
+        (out / entry).chmod(0o444)
+    assert main([str(out) if a == "OUT" else a for a in argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no progress: nothing was trained
+    assert captured.err.startswith(f"fpsim: error: --out {str(out)!r} holds {entry!r}, which is ")
+    assert captured.err.count("\n") == 1 and sorted(p.name for p in out.iterdir()) == [entry]
+
+
+def test_a_report_writes_only_the_figures_it_declared(tmp_path):
+    report = Report(tmp_path, "Title", figures=["one"])
+    with pytest.raises(ValueError, match="figure 'two' was not declared"):
+        report.figure("two", None, "caption")
 
 
 def test_cuda_where_there_is_none_is_a_clear_error(tmp_path, capsys):
