@@ -65,6 +65,7 @@ class Config:
     eval_every: int = 50
     seed: int = 0
     kernels: str = "exact"
+    threads: int | None = None  # intra-op threads of kernels="torch" (None: torch.get_num_threads(), else 1)
 
     def validate(self) -> Policy:
         """Check every field before training starts; return the policy with the config's scaler overrides."""
@@ -88,6 +89,8 @@ class Config:
             raise ValueError(f"clip_norm must be a finite number > 0 or None, got {self.clip_norm!r}")
         if self.kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {', '.join(KERNELS)}; got {self.kernels!r}")
+        if self.threads is not None and not _is_positive_int(self.threads):
+            raise ValueError(f"threads must be a positive int or None (torch's own count), got {self.threads!r}")
         self._validate_model()
         self._validate_size()
         overrides = {k: v for k, v in (("scaler", self.scaler), ("loss_scale", self.loss_scale)) if v is not None}
@@ -449,12 +452,14 @@ def run(
     dataset = _load_data(config) if dataset is None else _checked(dataset)
     if config.batch_size > len(dataset.x_train):
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(dataset.x_train)} training examples")
-    p = Precision(policy, kernels=config.kernels)
+    threads = kernel_threads(config)
+    p = Precision(policy, kernels=config.kernels, threads=threads)
     model = MLP([dataset.n_features, *config.hidden, dataset.n_classes], config.activation, config.norm,
                 config.init_gain, config.seed)  # fmt: skip
     master = {k: p.cast(v, p.master) for k, v in model.params.items()}
     optimizer, scaler = _Optimizer(config, master, p), _make_scaler(policy)
-    history = History(config.to_dict(), policy.to_dict(), activation_format_max=get_format(policy.compute).max)
+    recorded = replace(config, threads=threads) if config.kernels == "torch" else config  # the count it modelled
+    history = History(recorded.to_dict(), policy.to_dict(), activation_format_max=get_format(policy.compute).max)
     start = time.perf_counter()
     for step in range(config.steps):
         batch = datasets.batches(len(dataset.x_train), config.batch_size, config.seed, step)
@@ -470,6 +475,21 @@ def run(
     history.gradient_sample = _gradient_sample(p, history.scale[-1])  # p still holds the last step's gradients
     history.seconds = time.perf_counter() - start
     return history
+
+
+def kernel_threads(config: Config) -> int:
+    """The intra-op thread count kernels="torch" models (its reductions sum per thread, then combine):
+    `config.threads`, else torch's own torch.get_num_threads() where torch is installed, else 1. torch is
+    imported only for kernels="torch"."""
+    if config.threads is not None:
+        return config.threads
+    if config.kernels != "torch":
+        return 1
+    try:
+        import torch
+    except ImportError:
+        return 1
+    return torch.get_num_threads()
 
 
 def _torch_training():

@@ -244,3 +244,9 @@ def test_compare_reports_the_median_step_and_peak_memory():
     history.step_seconds, history.peak_memory_bytes = [], None
     row = compare._outcome(history, "simulator")
     assert row["ms/step"] == 1000 * 100.0 / 3 and row["peak MiB"] is None
+
+
+def test_the_config_sets_torchs_threads_for_the_run():
+    before = torch.get_num_threads()
+    history = torch_run(Config(policy="fp32", steps=1, threads=1))
+    assert history.environment["threads"] == 1 and torch.get_num_threads() == before

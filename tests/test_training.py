@@ -232,6 +232,8 @@ def test_fp8_policy_scales_each_tensor_into_range():
         (lambda: Config(hidden=[2048, 2048], steps=10**6).validate(), r"9.71 days \(1,000,000 steps of about 0.839 s"),
         (lambda: Config(activation="sigmoid").validate(), "activation must be one of relu"),
         (lambda: Config(norm="group").validate(), "norm must be one of batch"),
+        (lambda: Config(threads=0).validate(), r"threads must be a positive int or None \(torch's own count\)"),
+        (lambda: Config(threads=True).validate(), "threads must be a positive int or None"),
         (lambda: Config.from_dict({"policy": "fp32", "epochs": 3}), "unknown config fields: epochs"),
         (lambda: scenario("melt"), "unknown scenario 'melt'"),
         (lambda: Policy("x", "fp16", "fp32", "fp16", "fp32", accumulate="fp16"), "accumulate must be fp32 or fp64"),
@@ -282,3 +284,22 @@ def test_the_kernel_model_is_a_config_field():
         run(Config(kernels="cuda"))
     history = run(Config(policy="fp16", kernels="torch", steps=5))
     assert history.config["kernels"] == "torch" and len(history.loss) == 5
+
+
+def test_the_torch_kernel_model_runs_torchs_thread_count(monkeypatch):
+    """kernels="torch" sums per thread as torch does: the count is torch's own unless given, and is recorded."""
+    torch = pytest.importorskip("torch")
+    history = run(Config(policy="fp32", kernels="torch", steps=2))
+    assert history.config["threads"] == torch.get_num_threads()
+    one, two = (run(Config(policy="fp32", kernels="torch", steps=6, threads=n)) for n in (1, 2))
+    assert one.config["threads"] == 1 and two.config["threads"] == 2
+    assert one.loss != two.loss  # BatchNorm's per-thread sums round differently (measured: step 6's loss)
+    assert run(Config(policy="fp32", steps=2)).config["threads"] is None  # exact kernels use no threads
+
+
+def test_the_exact_simulator_never_imports_torch(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # any import of torch raises ImportError
+    assert len(run(Config(policy="amp", steps=2)).loss) == 2
+    assert run(Config(policy="amp", kernels="torch", steps=2)).config["threads"] == 1  # without torch: 1

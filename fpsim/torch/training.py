@@ -316,10 +316,14 @@ _WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
 
 
 @contextlib.contextmanager
-def _torch_settings(device: torch.device) -> Iterator[None]:
-    """Deterministic algorithms on and TF32 off for the run; every global flag restored afterwards."""
+def _torch_settings(device: torch.device, threads: int | None = None) -> Iterator[None]:
+    """Deterministic algorithms on, TF32 off and `threads` intra-op threads (None: torch's own count) for the
+    run; every global setting restored afterwards."""
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # fmt: skip
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     workspace = os.environ.get(_WORKSPACE)
     if device.type == "cuda" and workspace is None:
         os.environ[_WORKSPACE] = ":4096:8"  # cuBLAS is deterministic only with it
@@ -332,6 +336,7 @@ def _torch_settings(device: torch.device) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[2], saved[3]
         if workspace is None:
             os.environ.pop(_WORKSPACE, None)
+        torch.set_num_threads(saved_threads)
 
 
 def environment(device: torch.device, mech: Mechanism, fp8_matmul: str = "emulated") -> dict:
@@ -494,7 +499,7 @@ def run(
     dataset = simulator._load_data(config) if dataset is None else simulator._checked(dataset)
     if config.batch_size > len(dataset.x_train):
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(dataset.x_train)} training examples")
-    with _torch_settings(target):
+    with _torch_settings(target, config.threads):
         trainer = Trainer(config, target, dataset, fp8_matmul)
         history = simulator.History(config.to_dict(), policy.to_dict(), backend="torch",
                                     activation_format_max=get_format(policy.compute).max,
@@ -665,7 +670,7 @@ def synced_step_agreement(
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     target = resolve_device(device)
     dataset = simulator._load_data(config)
-    with _torch_settings(target):
+    with _torch_settings(target, config.threads):
         trainer = Trainer(config, target, dataset)
         sim = _Simulator(config, trainer)
         results = []
@@ -684,7 +689,7 @@ class _Simulator:
 
     def __init__(self, config: simulator.Config, trainer: Trainer) -> None:
         self.config = config
-        self.p = Precision(trainer.policy, kernels=config.kernels, threads=torch.get_num_threads())
+        self.p = Precision(trainer.policy, kernels=config.kernels, threads=torch.get_num_threads())  # the run's
         self.model, self.master = trainer.reference, {k: v.copy() for k, v in trainer.master.items()}
         self.optimizer = simulator._Optimizer(config, self.master, self.p)
         self.scaler = simulator._make_scaler(trainer.policy)
