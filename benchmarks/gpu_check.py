@@ -95,7 +95,15 @@ def throughput(device: str, n: int, repeat: int, compile_: bool) -> list[dict]:
             raise
         rows = bench_torch.measure(x, repeat, False)
         return [*rows, {"case": "torch.compile", "ms": None, "GB/s": None, "% of copy": None,
-                        "x native": f"unavailable: {type(err).__name__}: {err}"[:200]}]  # fmt: skip
+                        "x native": unavailable(err)}]  # fmt: skip
+
+
+def unavailable(err: BaseException) -> str:
+    """A short note for a feature this torch or device lacks: the error's type and its first line, cut at the
+    first sentence (torch's own messages run on for lines, with build hints and backend lists)."""
+    lines = str(err).strip().splitlines()
+    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    return f"unavailable: {type(err).__name__}: {first}"[:200]
 
 
 def experiments(device: str, policies, steps: int | None, synced_steps: int) -> dict:
@@ -147,7 +155,7 @@ def tensor_core_probes(device: str) -> dict:
         try:
             outputs[kind] = {name: _dot(product, a, b, device) for name, (a, b) in rows.items()}
         except (AttributeError, TypeError, RuntimeError) as err:
-            outputs[kind] = f"unavailable: {err}"[:300]
+            outputs[kind] = unavailable(err)
     return {"outputs": outputs, "gemm_k4096": _gemm_errors(device)}
 
 
@@ -184,7 +192,7 @@ def _gemm_errors(device: str, k: int = 4096) -> dict:
         try:
             got = _scaled_mm(a, b) if name == "fp8_e4m3" else _mm(dtype, torch.float32)(a, b)
         except (AttributeError, TypeError, RuntimeError) as err:
-            out[name] = f"unavailable: {err}"[:200]
+            out[name] = unavailable(err)
             continue
         error = (got.double() - exact).abs()
         relative = (error / exact.abs()).flatten()  # large where the exact sum cancels to nearly 0

@@ -58,13 +58,18 @@ def _replace_problem(entry: Path) -> str | None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """A markdown table with one column per key of the first row."""
+    """A markdown table with one column per key of the first row; every cell on one line, `|` escaped."""
     if not rows:
         return "_(no rows)_"
     headers = list(rows[0])
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(row[h]) for h in headers) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(_markdown_cell, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_markdown_cell(row[h]) for h in headers) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _markdown_cell(value: object) -> str:
+    """`cell` made safe inside a markdown table row: a line break or a bare `|` would end the row or the cell."""
+    return " ".join(cell(value).split()).replace("|", "\\|")
 
 
 def cell(value: object) -> str:

@@ -64,6 +64,8 @@ def test_markdown_table_and_report_folder(tmp_path):
     assert (
         markdown_table([{"a": 1.23456789, "b": True, "c": None}]) == "| a | b | c |\n|---|---|---|\n| 1.235 | yes | – |"
     )
+    # a line break or a bare | inside a cell would break the row: cells stay on one line, | escaped
+    assert markdown_table([{"a|b": "x\n  y | z"}]) == "| a\\|b |\n|---|\n| x y \\| z |"
     (tmp_path / "file").write_text("keep")
     with pytest.raises(ValueError, match="exists and is not a folder"):
         check_folder(tmp_path / "file")

@@ -38,6 +38,23 @@ def test_quick_check_on_the_cpu_completes_every_section(tmp_path):
         assert all(a["skipped_agree"] for a in sections["simulator vs torch"][scenario]["agreements"])
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "## throughput" in markdown and "FAILED" not in markdown
+    assert "Facebook employee" not in markdown  # torch's CPU error for mm(out_dtype=...) runs on for lines
+
+
+def test_a_multi_line_torch_compile_error_stays_one_cell_of_the_markdown_table(monkeypatch):
+    gpu_check = load_script()
+    measure = gpu_check.bench_torch.measure
+
+    def failing_compile(x, repeat, compile_):
+        if compile_:
+            raise RuntimeError("backend 'inductor' raised. Set TORCH_LOGS.\nCompilerError: a | b\n  more lines")
+        return measure(x, repeat, compile_)
+
+    monkeypatch.setattr(gpu_check.bench_torch, "measure", failing_compile)
+    rows = gpu_check.throughput("cpu", 1000, 1, compile_=True)
+    assert rows[-1]["x native"] == "unavailable: RuntimeError: backend 'inductor' raised"
+    lines = gpu_check.markdown_table(rows).splitlines()
+    assert len(lines) == len(rows) + 2 and all(line.count(" | ") == len(rows[0]) - 1 for line in lines[2:])
 
 
 def test_probe_rows_hold_what_they_claim():
