@@ -305,6 +305,36 @@ def test_python_dash_m_runs_the_same_cli():
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
 
 
+_WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None  # every `import torch` now fails, as on a machine without it
+from fpsim.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv", [["demo", "--out", "OUT"], ["compare", "-o", "OUT"], ["train", "--backend", "torch", "--steps", "2"]]
+)
+def test_torch_commands_without_torch_name_the_extra_in_one_line_and_exit_2(tmp_path, argv):
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *argv], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "fpsim: error: fpsim.torch needs PyTorch; install it with: pip install fpsim[torch]\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_other_import_errors_are_bugs_and_keep_their_traceback(monkeypatch):
+    import fpsim.cli.codec
+
+    def broken(args):
+        raise ImportError("cannot import name 'x' from 'fpsim.y'")
+
+    monkeypatch.setattr(fpsim.cli.codec, "cmd_formats", broken)
+    with pytest.raises(ImportError, match="cannot import name"):
+        main(["formats"])
+
+
 # A real SIGINT, sent by the process to itself at the moment a command module starts to load
 _INTERRUPTED_WHILE_LOADING = """
 import os, signal, sys

@@ -63,7 +63,8 @@ _MORE = "`fpsim COMMAND --help` shows a command's options; `fpsim --help` also l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; exit code 0, 2 for bad input or a failed write, 130 on Ctrl-C. No command: the list."""
+    """Run one command; exit code 0, 2 for bad input, a failed write or a missing optional dependency (torch),
+    130 on Ctrl-C. No command: the list."""
     try:
         return _run(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:  # Ctrl-C, even while the commands load: outputs are atomic, nothing partial is left
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str]) -> int:
+    from fpsim._extras import MissingExtraError
     from fpsim.cli._common import UsageError  # the commands load here, under main's Ctrl-C handler
 
     try:
@@ -81,7 +83,7 @@ def _run(argv: Sequence[str]) -> int:
             print(_command_list(parser))
             return 0
         args.run(args)
-    except (UsageError, ValueError, TypeError) as err:
+    except (UsageError, ValueError, TypeError, MissingExtraError) as err:  # other ImportErrors are bugs: shown
         print(f"fpsim: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `fpsim ... | head` closed the pipe: not an error of ours
