@@ -75,4 +75,5 @@ def _scenario(report: Report, say, number: int, scenario: str, policies, device:
     from fpsim import plots  # matplotlib loads only when a figure is drawn
 
     figure = plots.simulator_vs_hardware(comparison.simulator, comparison.torch)[0]
-    report.figure(f"{scenario}", figure, f"The {scenario} scenario: simulator (solid) and torch on {device} (dashed)")
+    report.figure(scenario, figure, f"The {scenario} scenario, one row per policy: fpsim's simulator (wide blue) "
+                  f"and torch on {device} (black dashed, on top)")  # fmt: skip

@@ -1,8 +1,10 @@
 """Figures on the Agg backend: each is created, its geometry is right, its numbers match the codec's, and the
 lesson is visible (marks, labels, legends clear of the data, one panel per format)."""
 
+import dataclasses
 import errno
 import io
+import math
 import re
 from pathlib import Path
 
@@ -338,16 +340,70 @@ def test_training_figure_draws_into_given_axes():
     assert drawn is figure and list(panels) == list(given) and all(axis.lines for axis in given)
 
 
-def test_simulator_vs_hardware_pairs_runs_solid_against_dashed_in_three_panels():
-    simulated, hardware = [small_history(), small_history("amp")], [small_history(), small_history("amp")]
-    _, panels = plots.simulator_vs_hardware(simulated, hardware)
-    assert len(panels) == 3
-    for panel in panels:  # per policy: the simulator solid, then the hardware dashed, in one colour
-        styles = [(line.get_linestyle(), line.get_color()) for line in panel.lines if line.get_linestyle() != "None"]
-        assert [s for s, _ in styles] == ["-", "--", "-", "--"]
-        assert styles[0][1] == styles[1][1] != styles[2][1] == styles[3][1]
+def with_policy(history: History) -> History:
+    """The run with its policy's whole record (its scaler included), as training stores it."""
+    history.policy = dataclasses.asdict(fpsim.policies.get_policy(history.policy["name"]))
+    return history
+
+
+def paired_runs(torch_nan_from: int = 2) -> tuple[list[History], list[History]]:
+    """fp32, fp16 (loss NaN from step 2 in the simulator) and amp (one skipped step), then the same on torch."""
+    amp = {"loss": (2.0, 1.5, 1.0, 0.5), "scale": [8.0, 4.0, 4.0, 4.0], "skipped": [True, False, False, False]}
+    torch_fp16 = tuple(2.0 if step < torch_nan_from else math.nan for step in range(1, 5))
+    runs = []
+    for fp16_loss in ((2.0, math.nan, math.nan, math.nan), torch_fp16):
+        runs.append([small_history(), small_history("fp16", loss=fp16_loss), small_history("amp", **amp)])
+    for history in runs[1]:
+        history.backend, history.environment = "torch", {"device": "cpu"}
+    return tuple([with_policy(h) for h in side] for side in runs)
+
+
+def test_simulator_vs_hardware_gives_each_policy_a_row_with_torch_dashed_on_top_of_the_simulator():
+    simulated, hardware = paired_runs()
+    hardware[2].loss = [2.0, 1.5, 1.0, 0.45]
+    figure, grid = plots.simulator_vs_hardware(simulated, hardware)
+    assert grid.shape == (3, 2)  # loss and loss scale (amp has a scaler); no run flushed a gradient: no third column
+    for row, (sim, hw) in zip(grid, zip(simulated, hardware)):  # each row pairs one policy's two runs
+        lines = {line.get_gid(): line for line in row[0].lines if line.get_gid() in ("simulator", "hardware")}
+        assert np.array_equal(lines["simulator"].get_ydata(), sim.loss, equal_nan=True)
+        assert np.array_equal(lines["hardware"].get_ydata(), hw.loss, equal_nan=True)
+        for panel in (p for p in row if p.axison):  # solid and wide under dashed, thin, marked, in another colour
+            sim_line, hw_line = (
+                next(line for line in panel.lines if line.get_gid() == g) for g in ("simulator", "hardware")
+            )
+            assert (sim_line.get_linestyle(), hw_line.get_linestyle()) == ("-", "--")
+            assert sim_line.get_linewidth() > 2 * hw_line.get_linewidth() and hw_line.get_marker() == "o"
+            assert hw_line.get_zorder() > sim_line.get_zorder() and sim_line.get_color() != hw_line.get_color()
+    assert grid[2, 0].get_title(loc="left") == "amp: skipped steps 1 | 1, final loss 0.5 | 0.45"
+    assert not grid[0, 1].axison and "fp32: no loss scaling" in grid[0, 1].texts[0].get_text()
+    assert [t.get_text().strip() for t in grid[1, 0].texts] == ["loss NaN from step 2"]  # both sides: one mark
+    assert [line.get_gid() for line in grid[1, 0].lines].count("fp16:non-finite") == 1
+    assert len({p.get_ylim() for p in grid[:, 0]}) == 1  # one loss axis: rows compare at a glance
+    assert all(p.get_legend() is None for p in grid.flat) and len(figure.legends) == 1  # one shared legend
+    labels = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert labels[:2] == ["fpsim simulator", "torch on cpu"]
+    renderer = drawn(figure)
+    title = figure._suptitle
+    assert "$2^{16}$" in title.get_text() and "no gradient element was flushed" in title.get_text().lower()
+    box = title.get_window_extent(renderer)
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.x1  # wrapped to the figure: not clipped on either side
     with pytest.raises(ValueError, match="must pair up"):
         plots.simulator_vs_hardware([small_history()], [small_history("amp")])
+
+
+def test_simulator_vs_hardware_marks_each_sides_divergence_and_draws_flushed_shares_from_zero():
+    simulated, hardware = paired_runs(torch_nan_from=3)
+    simulated[1].flushed = [0.0, 0.25, 0.5, 0.5]
+    _, grid = plots.simulator_vs_hardware(simulated, hardware)
+    assert grid.shape == (3, 3)
+    assert [t.get_text().strip() for t in grid[1, 0].texts] == [
+        "loss NaN from step 2 (simulator)",
+        "loss NaN from step 3 (torch)",
+    ]
+    low, high = grid[1, 2].get_ylim()
+    assert low == 0 and high >= 50 and all(p.get_ylim() == (low, high) for p in grid[:, 2])  # from 0, shared
+    assert grid[0, 2].texts[0].get_text() == "none flushed" and not grid[1, 2].texts
+    assert grid[1, 0].get_title(loc="left").endswith("mean flushed 31% | 0%")
 
 
 def test_styles_are_stable_per_format_and_policy():

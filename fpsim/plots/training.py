@@ -1,5 +1,5 @@
-"""Figures of training runs: loss curves, the loss-scale trajectory with skipped steps, flushed gradients,
-and a simulator-versus-hardware overlay, all drawn from History records.
+"""Figures of training runs: loss curves, the loss-scale trajectory with skipped steps and flushed gradients,
+all drawn from History records.
 
 Invariant: the figures only read Histories; each policy keeps one style in every figure, and a run's first
 non-finite loss is marked in every panel, so a run that diverges never just vanishes.
@@ -73,10 +73,10 @@ def _non_finite_label(history: History) -> str:
     return f"{_name(history)}: loss {'NaN' if np.isnan(history.loss[step - 1]) else 'inf'} from step {step}"
 
 
-def _mark_non_finite(ax: Axes, history: History) -> None:
-    """A dotted vertical line at the run's first non-finite step, named in the legend."""
-    look = policy_style(_name(history))
-    ax.axvline(_first_non_finite(history), color=look["color"], linestyle=":", linewidth=1.5,
+def _mark_non_finite(ax: Axes, history: History, color: str | None = None) -> None:
+    """A dotted vertical line at the run's first non-finite step, named in the legend (the policy's colour)."""
+    color = color or policy_style(_name(history))["color"]
+    ax.axvline(_first_non_finite(history), color=color, linestyle=":", linewidth=1.5,
                label=_non_finite_label(history), gid=f"{_name(history)}:non-finite")  # fmt: skip
 
 
@@ -143,52 +143,6 @@ def flushed_fraction(histories: History | Sequence[History], ax: Axes | None = N
                  loc="left")  # fmt: skip
     _legend(ax)
     return figure, ax
-
-
-def simulator_vs_hardware(simulated: History | Sequence[History], hardware: History | Sequence[History],
-                          ax: object = None):  # fmt: skip
-    """Runs of the same configs in the simulator (solid) and on hardware such as torch (dashed), paired in
-    order: loss, loss scale with skipped steps, and flushed gradients, one panel each (`ax`: three Axes)."""
-    pairs = list(zip(_histories(simulated), _histories(hardware), strict=True))
-    for sim, hw in pairs:
-        if _name(sim) != _name(hw) or len(sim.loss) != len(hw.loss):
-            raise ValueError("simulated and hardware runs must pair up: the same policy and steps, in the same order")
-    figure, grid = panel_grid(ax, 3, 1, (10, 10), sharex=True)
-    panels = grid[:, 0]
-    for sim, hw in pairs:
-        for h, side, dashes in ((sim, "simulator", "-"), (hw, _where(hw), "--")):
-            _overlay(panels, h, f"{_name(h)}, {side}", dashes)
-    titles = ("Loss per step", "Loss scale (log2; × = skipped step)", "Gradients flushed to zero (% per step)")
-    for panel, title, label in zip(panels, titles, ("loss", "loss scale", "flushed %")):
-        panel.set_title(title)
-        panel.set_ylabel(label)
-        _legend(panel)
-    panels[0].set_yscale("log")
-    panels[1].set_yscale("log", base=2)
-    panels[2].set_xlabel("step")
-    if ax is None:
-        runs = [h for pair in pairs for h in pair]
-        figure.suptitle(_figure_title(runs[::2]).replace(":", f": simulator (solid) against {_where(pairs[0][1])}"
-                                                         " (dashed),", 1))  # fmt: skip
-    return figure, tuple(panels)
-
-
-def _where(history: History) -> str:
-    """Where a run ran: 'torch on cuda' from its environment record, else its backend."""
-    device = history.environment.get("device") if history.environment else None
-    return f"{history.backend} on {device}" if device else history.backend
-
-
-def _overlay(panels, history: History, label: str, dashes: str) -> None:
-    steps, look = np.arange(1, len(history.loss) + 1), policy_style(_name(history))
-    line = {"color": look["color"], "linestyle": dashes, "linewidth": 1.5}
-    loss = np.asarray(history.loss, dtype=float)
-    panels[0].plot(steps, np.where(np.isfinite(loss) & (loss > 0), loss, np.nan), label=label, **line)
-    scale, skipped = np.asarray(history.scale, dtype=float), np.asarray(history.skipped, dtype=bool)
-    panels[1].plot(steps, scale, drawstyle="steps-post", label=label, **line)
-    if skipped.any():
-        panels[1].plot(steps[skipped], scale[skipped], "x", color=look["color"], markersize=5)
-    panels[2].plot(steps, 100 * np.asarray(history.flushed, dtype=float), label=label, **line)
 
 
 def training_figure(histories: History | Sequence[History], ax: object = None):
