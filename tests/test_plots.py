@@ -4,6 +4,7 @@ lesson is visible (marks, labels, legends clear of the data, one panel per forma
 import dataclasses
 import errno
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -433,6 +434,62 @@ def test_cli_bits_value_is_positional_as_in_explain(tmp_path, capsys):
         out = tmp_path / "bits.svg"
         assert main(["plot", "bits", *argv, "-o", str(out)]) == 0
         assert "0.1 stored in fp16" in out.read_text()
+
+
+def write_report(path: Path, **comparisons: tuple[list[History], list[History]]) -> Path:
+    """A report.json as compare ("comparison") or demo (one entry per scenario) writes it."""
+    content = {
+        key: {
+            "scenario": key,
+            "simulator": list(map(dataclasses.asdict, sim)),
+            "torch": list(map(dataclasses.asdict, hw)),
+        }
+        for key, (sim, hw) in comparisons.items()
+    }
+    path.write_text(json.dumps(content))
+    return path
+
+
+def test_cli_plot_compare_draws_a_compare_or_demo_report(tmp_path, capsys):
+    compared = write_report(tmp_path / "compare.json", comparison=paired_runs())
+    demo = write_report(tmp_path / "demo.json", underflow=paired_runs(), overflow=paired_runs(3))
+    for argv in ([str(compared)], [str(demo), "--scenario", "overflow"]):
+        out = tmp_path / "compare.svg"
+        assert main(["plot", "compare", "--from", *argv, "-o", str(out)]) == 0
+        assert "fp16: skipped steps 0 | 0" in out.read_text()  # a row title of the figure
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "plot compare needs --from DIR/report.json"),
+        (["--from", "DIR"], "is a folder or another non-regular file"),
+        (["--from", "NOTJSON"], "it is not JSON"),
+        (["--from", "NOCOMPARISON"], "it holds no comparison"),
+        (["--from", "DEMO"], "holds the underflow and overflow comparisons: pick one with --scenario"),
+        (["--from", "DEMO", "--scenario", "baseline"], "holds no baseline comparison, only underflow, overflow"),
+        (["--from", "SHORT"], "run 2: 'scale' must list one value per step"),
+        (["--from", "DEMO", "--steps", "3"], "--steps does not apply to `plot compare`"),
+    ],
+)
+def test_cli_plot_compare_refuses_a_bad_report_naming_the_file(tmp_path, capsys, argv, message):
+    sim, hw = paired_runs()
+    hw[1].scale = hw[1].scale[:2]
+    files = {
+        "DIR": tmp_path,
+        "NOTJSON": tmp_path / "report.md",
+        "NOCOMPARISON": tmp_path / "none.json",
+        "DEMO": write_report(tmp_path / "demo.json", underflow=paired_runs(), overflow=paired_runs()),
+        "SHORT": write_report(tmp_path / "short.json", comparison=(sim, hw)),
+    }
+    files["NOTJSON"].write_text("# report")
+    files["NOCOMPARISON"].write_text('{"runs": []}')
+    argv = [str(files[a]) if a in files else a for a in argv]
+    assert main(["plot", "compare", *argv, "-o", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "out.png").exists()
+    if "--from" in argv and message.startswith(("it", "holds", "run", "is")):
+        assert f"--from {argv[argv.index('--from') + 1]!r}" in err  # the file is named
 
 
 def test_cli_histogram_and_training_from_a_results_file(tmp_path, capsys):

@@ -7,7 +7,10 @@ atomically, so a failed or interrupted write leaves an existing file as it was.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
+import stat
 
 from fpsim import _terminal, train
 from fpsim._files import atomic_write, check_output_path
@@ -21,6 +24,8 @@ KINDS = {
     "rounding": "round(x) − x per rounding mode around 1, ties marked, stochastic draws and mean",
     "histogram": "log2|g| of a run's last-step gradients against each format's bands (--scale: after scaling)",
     "training": "loss, loss scale and flushed gradients per step of fp32, fp16 and amp runs",
+    "compare": "fpsim's simulator against torch, one row per policy, from the report.json of `fpsim compare` or "
+    "`fpsim demo` (--from; --scenario picks one of a demo's)",
 }
 DEFAULT_FORMATS = {"range": "fp32,fp16,bf16,fp8_e4m3", "precision": "fp32,fp16,bf16,fp8_e4m3",
                    "numberline": "fp8_e4m3", "bits": "fp16", "rounding": "fp16", "histogram": "fp16"}  # fmt: skip
@@ -29,8 +34,9 @@ RUN_POLICIES = ("fp32", "fp16", "amp")
 DEFAULT_SCENARIO, DEFAULT_STEPS, DEFAULT_VALUE = "underflow", 150, "0.1"
 SUFFIXES = (".png", ".svg", ".pdf")
 # option → the kinds it applies to; any other kind given it is an error, not a silently ignored option
-APPLIES = {"value": ("bits",), "formats": tuple(DEFAULT_FORMATS), "source": RUN_KINDS, "scenario": RUN_KINDS,
-           "steps": RUN_KINDS, "scale": ("histogram",), "absolute": ("precision",)}  # fmt: skip
+APPLIES = {"value": ("bits",), "formats": tuple(DEFAULT_FORMATS), "source": (*RUN_KINDS, "compare"),
+           "scenario": (*RUN_KINDS, "compare"), "steps": RUN_KINDS, "scale": ("histogram",),
+           "absolute": ("precision",)}  # fmt: skip
 OPTION_NAMES = {"value": "VALUE (or --value)", "formats": "--formats", "source": "--from", "scenario": "--scenario",
                 "steps": "--steps", "scale": "--scale", "absolute": "--absolute"}  # fmt: skip
 
@@ -46,6 +52,10 @@ def _check_options(args: argparse.Namespace) -> None:
         if getattr(args, option) not in (None, False) and args.kind not in kinds:
             raise UsageError(f"{OPTION_NAMES[option]} does not apply to `plot {args.kind}`; it is for "
                              f"{', '.join(kinds)}")  # fmt: skip
+    if args.kind == "compare":
+        if args.source is None or not args.source.strip():
+            raise UsageError("plot compare needs --from DIR/report.json, the report of `fpsim compare` or `fpsim demo`")
+        return
     if args.source is not None:
         if not args.source.strip():
             raise UsageError("--from must name a results file of `fpsim train --out FILE.json`; got an empty path")
@@ -56,7 +66,9 @@ def _check_options(args: argparse.Namespace) -> None:
 def _figure(args: argparse.Namespace):
     from fpsim import plots  # matplotlib loads only when a figure is asked for
 
-    formats = formats_arg(args.formats, [DEFAULT_FORMATS.get(args.kind, "")]) if args.kind != "training" else []
+    if args.kind == "compare":
+        return plots.simulator_vs_hardware(*_load_comparison(args.source, args.scenario))[0]
+    formats = formats_arg(args.formats, [DEFAULT_FORMATS[args.kind]]) if args.kind in DEFAULT_FORMATS else []
     if args.kind == "range":
         return plots.range_diagram(formats)[0]
     if args.kind == "precision":
@@ -72,6 +84,66 @@ def _figure(args: argparse.Namespace):
     if args.kind == "training":
         return plots.training_figure(runs)[0]
     return plots.gradient_histogram(runs[0], formats, scale=args.scale)[0]
+
+
+def _load_comparison(path: str, scenario: str | None) -> tuple[list[train.History], list[train.History]]:
+    """The simulator's and torch's runs of one comparison in a compare or demo report.json (demo: one per
+    scenario, chosen by `scenario`); UsageError naming the file and the problem otherwise."""
+    content = _read_report(path)
+    found = {c.get("scenario"): c for c in content.values() if isinstance(c, dict) and {"simulator", "torch"} <= set(c)}
+    if not found:
+        raise _bad_report(path, "it holds no comparison (no 'simulator' and 'torch' runs)")
+    if scenario is None and len(found) > 1:
+        raise UsageError(f"--from {path!r} holds the {' and '.join(map(str, found))} comparisons: pick one with "
+                         "--scenario")  # fmt: skip
+    if scenario is not None and scenario not in found:
+        raise UsageError(f"--from {path!r} holds no {scenario} comparison, only {', '.join(map(str, found))}: "
+                         "pick one of those with --scenario")  # fmt: skip
+    comparison = found[scenario] if scenario is not None else next(iter(found.values()))
+    sides = [comparison["simulator"], comparison["torch"]]
+    if not all(isinstance(runs, list) and runs for runs in sides) or len(sides[0]) != len(sides[1]):
+        raise _bad_report(path, "its 'simulator' and 'torch' entries must be lists of runs, one per policy each")
+    return tuple([_history_of(run, path, number) for number, run in enumerate(runs, start=1)] for runs in sides)
+
+
+def _history_of(run: object, path: str, number: int) -> train.History:
+    """One History of a report, checked so that the figure can trust it."""
+    names = {f.name for f in dataclasses.fields(train.History)}
+    if not isinstance(run, dict) or not {"config", "policy", "loss"} <= set(run) or not set(run) <= names:
+        raise _bad_report(path, f"run {number} is not a History record")
+    steps = len(run["loss"]) if isinstance(run["loss"], list) else 0
+    for key in ("loss", "scale", "skipped", "flushed"):
+        values = run.get(key)
+        if not isinstance(values, list) or len(values) != steps or steps == 0:
+            raise _bad_report(path, f"run {number}: '{key}' must list one value per step, as 'loss' does")
+        if not all(isinstance(v, int | float) for v in values):  # bool is an int: 'skipped' holds booleans
+            raise _bad_report(path, f"run {number}: '{key}' holds a value that is not a number")
+    if not isinstance(run["policy"], dict) or not isinstance(run["policy"].get("name"), str):
+        raise _bad_report(path, f"run {number}: its policy has no name")
+    return train.History(**run)
+
+
+def _read_report(path: str) -> dict:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise _bad_report(path, f"cannot read it ({err.strerror})") from None
+    if not stat.S_ISREG(mode):  # a folder, FIFO or device: reading would fail or never end
+        raise _bad_report(path, "it is a folder or another non-regular file, not a report.json")
+    try:
+        with open(path, encoding="utf-8") as file:
+            content = json.load(file)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _bad_report(path, f"it is not JSON ({err})") from None
+    except OSError as err:
+        raise _bad_report(path, f"cannot read it ({err.strerror})") from None
+    if not isinstance(content, dict):
+        raise _bad_report(path, "it is not a JSON object")
+    return content
+
+
+def _bad_report(path: str, problem: str) -> UsageError:
+    return UsageError(f"--from {path!r}: {problem}; give the report.json of `fpsim compare` or `fpsim demo`")
 
 
 def _train(args: argparse.Namespace) -> list[train.History]:
@@ -106,7 +178,10 @@ def _epilog() -> str:
     lines += ["", "examples:", "  fpsim plot bits 0.1 -f fp16,bf16 -o bits.png",
               "  fpsim plot histogram --scale 65536 -o histogram.png",
               "  fpsim train -p fp32,fp16,amp -s overflow --steps 100 -o runs.json",
-              "  fpsim plot training --from runs.json"]  # fmt: skip
+              "  fpsim plot training --from runs.json",
+              "  fpsim compare -s overflow -p fp16,amp --steps 60 -o cmp",
+              "  fpsim plot compare --from cmp/report.json",
+              "  fpsim plot compare --from fpsim-demo/report.json --scenario overflow"]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -128,9 +203,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                      "panel each (default: range, precision: fp32,fp16,bf16,fp8_e4m3; numberline: fp8_e4m3; "
                      "others: fp16)")  # fmt: skip
     cmd.add_argument("--from", dest="source", metavar="FILE.json", help="for histogram and training: the runs "
-                     "saved by `fpsim train --out` (histogram: the file's first run)")  # fmt: skip
+                     "saved by `fpsim train --out` (histogram: the file's first run); for compare: the report.json "
+                     "of `fpsim compare` or `fpsim demo`")  # fmt: skip
     cmd.add_argument("--scenario", "-s", choices=list(train.SCENARIOS), help="for histogram and training without "
-                     f"--from: the scenario to train (default: {DEFAULT_SCENARIO})")  # fmt: skip
+                     f"--from: the scenario to train (default: {DEFAULT_SCENARIO}); for compare: which of a demo "
+                     "report's comparisons")  # fmt: skip
     cmd.add_argument("--steps", type=int, help=f"for histogram and training without --from: training steps "
                      f"(default: {DEFAULT_STEPS})")  # fmt: skip
     cmd.add_argument("--scale", type=float, help="for histogram: also draw the gradients times this loss scale "
