@@ -20,7 +20,7 @@ OVERFLOW_POLICIES = ("fp16", "amp")
 STEPS = 150  # enough for both lessons (underflow's accuracy gap, overflow's ~18 skipped steps) in ~1 min on 2 cores
 STORY = {
     "underflow": (
-        "Gradients 2^16 times smaller than usual. In plain fp16 about a quarter of them fall below 2^-24 and "
+        "Gradients 2^16 times smaller than usual. In plain fp16 many of them fall below 2^-24 and "
         "become zero, and the model learns less. amp multiplies the loss by 2^24 before the backward pass "
         "(loss scaling), so the same gradients stay representable, then divides in fp32: it matches fp32."
     ),
