@@ -26,6 +26,7 @@ from fpsim.formats import (
     Format,
     get_format,
 )
+from fpsim.matrix_unit import MATRIX_UNITS, MatrixUnit
 from fpsim.rounding import ROUNDING_MODES
 
 __version__ = "0.1.0"
@@ -68,6 +69,7 @@ __all__ = [
     "FP16",
     "FP32",
     "FP64",
+    "MATRIX_UNITS",
     "MODELS",
     "PRESETS",
     "ROUNDING_MODES",
@@ -77,6 +79,7 @@ __all__ = [
     "FPArray",
     "Flags",
     "Format",
+    "MatrixUnit",
     "abs",
     "add",
     "array",

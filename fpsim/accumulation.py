@@ -20,6 +20,7 @@ from fpsim._inputs import restore_scalar
 from fpsim.arithmetic import check_arithmetic_format, operands, sum_to_odd
 from fpsim.flags import Flags, report, tracking
 from fpsim.formats import BF16, FP16, FP32, TF32, Format, get_format
+from fpsim.matrix_unit import MATRIX_UNITS, MatrixUnit, unit_matmul
 from fpsim.rounding import Rounding
 
 ORDERS = {
@@ -95,7 +96,10 @@ def resolve_model(
     """A model from a preset name (or model) with any field overridden; plain formats alone work too."""
     if isinstance(model, str):
         if model not in MODELS:
-            raise ValueError(f"unknown accumulation model {model!r}; the presets are {', '.join(MODELS)}")
+            raise ValueError(
+                f"unknown accumulation model {model!r}; the presets are {', '.join(MODELS)}; "
+                f"the matrix units (matmul and dot only) are {', '.join(MATRIX_UNITS)}"
+            )
         model = MODELS[model]
     if model is not None and not isinstance(model, AccumulationModel):
         raise TypeError(f"model must be a preset name or an AccumulationModel, got {type(model).__name__}")
@@ -344,8 +348,11 @@ def sum(  # shadows the builtin on purpose: fpsim.sum mirrors numpy
 def dot(a: object, b: object, fmt: Format | str | None = None, accumulate: Format | str | None = None, **options):
     """Σ a_k·b_k over the last axis (1-D vectors, or stacks that broadcast), under an accumulation model.
 
-    Options as for `matmul`: out, products ('exact' fused or 'rounded'), order, block, model, rounding, flags.
+    Options as for `matmul`: out, products ('exact' fused or 'rounded'), order, block, model, rounding, flags;
+    a matrix-unit model (1-D vectors) takes out, promote_every and inputs.
     """
+    if _on_matrix_unit(options):
+        return _unit_product(a, b, fmt, accumulate, options, vectors=True)
     reduction, (x, y) = _prepare(fmt, accumulate, (a, b), options)
     if x.ndim == 0 or y.ndim == 0:
         raise ValueError("dot needs vectors (or stacks of them); use mul for scalars")
@@ -361,8 +368,12 @@ def matmul(a: object, b: object, fmt: Format | str | None = None, accumulate: Fo
 
     Options: out (result format), products ('exact' fused or 'rounded'), order, block, model (a preset
     such as 'fp16_fp32acc'), rounding, inputs ('round' or 'exact'), rng, flags. Orders other than
-    'sequential' materialise all M·N·K products at once.
+    'sequential' materialise all M·N·K products at once. A matrix-unit model (a MATRIX_UNITS name such as
+    'h100_fp16', or a MatrixUnit) runs fpsim.matrix_unit.unit_matmul on 1-D or 2-D operands and takes out
+    ('fp32', 'fp16', 'bf16'), promote_every and inputs; fmt picks one of the unit's input formats.
     """
+    if _on_matrix_unit(options):
+        return _unit_product(a, b, fmt, accumulate, options, vectors=False)
     reduction, (x, y) = _prepare(fmt, accumulate, (a, b), options)
     if x.ndim == 0 or y.ndim == 0:
         raise ValueError("matmul needs arrays of at least one dimension; use mul for scalars")
@@ -378,6 +389,37 @@ def matmul(a: object, b: object, fmt: Format | str | None = None, accumulate: Fo
     if x.ndim == 1:
         result = result[..., 0, :] if y.ndim > 1 else result[..., 0]
     return _finish(reduction, result, result.ndim == 0)
+
+
+_UNIT_OPTIONS = {"model", "out", "promote_every", "inputs"}
+
+
+def _on_matrix_unit(options: dict) -> bool:
+    """Whether `model` names a matrix unit; promote_every is refused on any other model."""
+    model = options.get("model")
+    on_unit = isinstance(model, MatrixUnit) or (isinstance(model, str) and model in MATRIX_UNITS)
+    if not on_unit and options.get("promote_every") is not None:
+        raise ValueError(f"promote_every needs a matrix-unit model ({', '.join(MATRIX_UNITS)}); got model={model!r}")
+    if not on_unit:
+        options.pop("promote_every", None)  # None: the default, nothing to do
+    return on_unit
+
+
+def _unit_product(a, b, fmt, accumulate, options, vectors: bool):
+    refused = sorted(set(options) - _UNIT_OPTIONS) + (["accumulate"] if accumulate is not None else [])
+    if refused:
+        raise TypeError(
+            f"a matrix-unit model takes out, promote_every and inputs only; got {', '.join(refused)} "
+            "(its accumulation and rounding are the unit's own)"
+        )
+    model, out = options.pop("model"), options.pop("out", None)
+    out = "fp32" if out is None else out
+    if vectors and (np.ndim(a) != 1 or np.ndim(b) != 1):
+        raise ValueError(f"dot on a matrix unit takes 1-D vectors; got shapes {np.shape(a)} and {np.shape(b)}")
+    if vectors and np.shape(a) != np.shape(b):
+        raise ValueError(f"a and b must have the same length; got {np.shape(a)} and {np.shape(b)}")
+    result = unit_matmul(a, b, model, out=out, fmt=fmt, **options)
+    return restore_scalar(result, np.ndim(result) == 0)
 
 
 def _prepare(fmt, accumulate, values, options) -> tuple[_Reduction, list[np.ndarray]]:
