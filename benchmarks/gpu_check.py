@@ -12,6 +12,7 @@ every section, so a run cut short still leaves what it measured.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -202,6 +203,265 @@ def _gemm_errors(device: str, k: int = 4096) -> dict:
     return out
 
 
+# ---- matrix units vs the chip ---------------------------------------------------------------------------------
+
+FAMILIES = {(7, 0): "v100", (8, 0): "a100", (8, 9): "ada", (9, 0): "h100"}  # compute capability -> preset family
+UNIT_INPUTS = ("fp16", "bf16", "tf32", "fp8_e4m3")  # the matrix-unit inputs torch reaches: mm, tf32 mm, _scaled_mm
+INPUT_KINDS = ("wide exponents", "cancellation", "subnormals")
+# exponents of the "wide exponents" inputs: products spread over more than 2^25 (so truncation shows) while the
+# sums of K <= 1024 stay far inside fp16 (the fp16-output rows) and fp32
+SPREADS = {"fp16": (-12, 3), "bf16": (-20, 3), "tf32": (-20, 3), "fp8_e4m3": (-6, 4)}
+ULP_BINS = (1, 2, 4, 8, 16, 256)  # histogram edges: 1, 2, 3-4, 5-8, 9-16, 17-256, more
+# order probe: (one, big) per input format; big/one >= 2^40 absorbs every 1 and any partial sum of K <= 2^13 ones
+# (aligned to big's exponent and truncated to 25 fraction bits), while ±big cancel exactly
+PROBE_VALUES = {"bf16": (1.0, 2.0**40), "fp16": (2.0**-24, 2.0**15)}  # fp16: a subnormal one, as 2^-24
+
+
+def matrix_unit_family(name: str, capability: tuple[int, int]) -> tuple[str | None, str]:
+    """The preset family of a CUDA device ("h100" for an H100 or H200, ...) from its compute capability, and a
+    note naming the device; None for a device the presets do not describe."""
+    major, minor = capability
+    family = "b200" if major == 10 else FAMILIES.get((major, minor))  # 10.x: datacenter Blackwell (B200, GB200)
+    if family is None:
+        return None, f"{name} (capability {major}.{minor}) has no matrix-unit presets: skipped"
+    return family, f"{name} (capability {major}.{minor}): the {family}_* presets"
+
+
+def family_presets(family: str) -> list[str]:
+    """The family's presets for the inputs torch can reach, in UNIT_INPUTS order."""
+    from fpsim.matrix_unit import MATRIX_UNITS
+
+    return [f"{family}_{fmt}" for fmt in UNIT_INPUTS if f"{family}_{fmt}" in MATRIX_UNITS]
+
+
+def format_values(fmt: str, shape: tuple[int, ...], exponents: tuple[int, int], rng: np.random.Generator,
+                  subnormal_share: float = 0.0) -> np.ndarray:  # fmt: skip
+    """Random values of `fmt` (float64, exact): random sign and significand, exponent uniform in `exponents`,
+    and the given share of subnormals."""
+    f = fpsim.get_format(fmt)
+    fraction = rng.integers(0, 2**f.nmant, size=shape) / 2.0**f.nmant
+    exponent = rng.integers(exponents[0], exponents[1] + 1, size=shape)
+    values = (1 + fraction) * np.exp2(exponent)
+    subnormal = rng.random(shape) < subnormal_share
+    values[subnormal] = fraction[subnormal] * 2.0**f.emin  # 0 and the subnormals of the format
+    return np.where(rng.random(shape) < 0.5, -values, values)
+
+
+def unit_inputs(fmt: str, kind: str, m: int, k: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b), M×K and K×N values of `fmt`, built to expose alignment and truncation:
+    - wide exponents: products spread over more than 2^25, so small ones lose bits when aligned to the largest;
+    - cancellation: the second half of each row negates the first (reversed) with one ulp nudged here and there,
+      so the exact sums are tiny beside their terms and every truncated bit shows;
+    - subnormals: a mixes subnormals with the smallest normals, b is large, so the products are ordinary numbers
+      (the unit must take the subnormals at the format's minimum exponent)."""
+    if kind not in INPUT_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(INPUT_KINDS)}; got {kind!r}")
+    f, rng = fpsim.get_format(fmt), np.random.default_rng(seed)
+    if kind == "subnormals":
+        a = format_values(fmt, (m, k), (f.emin, f.emin + 4), rng, subnormal_share=0.5)
+        return a, format_values(fmt, (k, n), (f.emax - 10, f.emax - 2), rng)
+    a, b = format_values(fmt, (m, k), SPREADS[fmt], rng), format_values(fmt, (k, n), SPREADS[fmt], rng)
+    if kind == "cancellation":
+        half = k // 2
+        b[half : 2 * half] = b[:half][::-1]
+        _, exponent = np.frexp(a[:, :half][:, ::-1])
+        nudge = rng.integers(-1, 2, size=(m, half)) * np.exp2(exponent - 1 - f.nmant)  # ±1 ulp or 0: still exact
+        a[:, half : 2 * half] = -a[:, :half][:, ::-1] + nudge
+    return a, b
+
+
+def ulp_distance(x: np.ndarray, y: np.ndarray, fmt: str) -> np.ndarray:
+    """|x − y| in units in the last place of `fmt` (values of that format, finite): the distance between their
+    codes on the ordered line of the format's values (−0 and +0 one apart, as neighbours)."""
+    sign = 1 << (fpsim.get_format(fmt).bits - 1)
+
+    def ordered(values: np.ndarray) -> np.ndarray:
+        codes = fpsim.encode(values, fmt).astype(np.int64)
+        return np.where(codes & sign, -(codes & (sign - 1)) - 1, codes)  # -0 just below +0
+
+    return np.abs(ordered(x) - ordered(y))
+
+
+def ulp_histogram(chip: np.ndarray, model: np.ndarray, fmt: str) -> dict[str, int]:
+    """How many outputs are bit-identical, how many differ by 1, 2, 3-4, ... ulps of `fmt`, and how many differ
+    where either is not finite (NaN equal to NaN)."""
+    chip, model = np.ravel(chip), np.ravel(model)
+    both_nan = np.isnan(chip) & np.isnan(model)
+    finite = np.isfinite(chip) & np.isfinite(model)
+    same = both_nan | (finite & (chip == model) & (np.signbit(chip) == np.signbit(model)))
+    same |= ~finite & (chip == model)  # equal infinities
+    ulps = ulp_distance(chip[finite & ~same], model[finite & ~same], fmt)
+    histogram = {"identical": int(same.sum())}
+    low = 0
+    for high in ULP_BINS:
+        histogram[str(high) if high == low + 1 else f"{low + 1}-{high}"] = int(((ulps > low) & (ulps <= high)).sum())
+        low = high
+    histogram[f">{low}"] = int((ulps > low).sum())
+    histogram["non-finite"] = int((~same & ~finite).sum())
+    return histogram
+
+
+def chip_matmul(fmt: str, out: str, device: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The device's product of two float64 arrays holding values of `fmt`, output `out`, as float64: torch.mm
+    (out_dtype=fp32 for fp32 out), fp32 mm under TF32, or torch._scaled_mm for fp8 (unit scales, fp32 out)."""
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+    def run(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        at, bt = (torch.tensor(x, dtype=torch.float32, device=device) for x in (a, b))  # exact: fmt ⊂ fp32
+        if fmt == "fp8_e4m3":
+            result = _scaled_mm(at, bt)
+        elif fmt == "tf32":
+            with matmul_flags(tf32=True):
+                result = torch.mm(at, bt)
+        else:
+            with matmul_flags(tf32=False):
+                result = _mm(dtypes[fmt], torch.float32 if out == "fp32" else None)(at, bt)
+        return result.float().cpu().numpy().astype(np.float64)
+
+    return run
+
+
+@contextlib.contextmanager
+def matmul_flags(tf32: bool):
+    """Reduced-precision reductions off and TF32 as asked, restored afterwards."""
+    flags = torch.backends.cuda.matmul
+    names = ("allow_tf32", "allow_fp16_reduced_precision_reduction", "allow_bf16_reduced_precision_reduction")
+    saved = [getattr(flags, name) for name in names]
+    for name, value in zip(names, (tf32, False, False)):
+        setattr(flags, name, value)
+    try:
+        yield
+    finally:
+        for name, value in zip(names, saved):
+            setattr(flags, name, value)
+
+
+def unit_cases(preset: str) -> list[tuple[str, str]]:
+    """(input format, output format) pairs to check for a preset: fp32 output, and for fp16/bf16 also their own
+    (the output torch gives when mm has no out_dtype)."""
+    fmt = preset.split("_", 1)[1]
+    return [(fmt, "fp32"), (fmt, fmt)] if fmt in ("fp16", "bf16") else [(fmt, "fp32")]
+
+
+def model_matmul(preset: str, out: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    return lambda a, b: np.asarray(fpsim.matmul(a, b, model=preset, out=out), dtype=np.float64)
+
+
+def compare_unit(preset: str, fmt: str, out: str, chip: Callable, ks: list[int], m: int, n: int) -> list[dict]:
+    """One row per K: the chip against fpsim.matmul(model=preset) on every kind of input (share identical per
+    kind, ulp histogram of the rest over all); for fp16/bf16 outputs also the share identical to the model's
+    fp32 result rounded once to nearest-even (what cuBLAS gives if it accumulates in fp32 and converts)."""
+    rows = []
+    for k in ks:
+        row, total, rounded_same = {"model": preset, "out": out, "K": k}, {}, 0
+        for number, kind in enumerate(INPUT_KINDS):
+            a, b = unit_inputs(fmt, kind, m, k, n, seed=k + number)
+            got = chip(a, b)
+            histogram = ulp_histogram(got, model_matmul(preset, out)(a, b), out)
+            row[kind] = f"{histogram['identical'] / got.size:.1%}"
+            total = {key: total.get(key, 0) + count for key, count in histogram.items()}
+            if out != "fp32":
+                rounded = fpsim.round(model_matmul(preset, "fp32")(a, b), out)
+                rounded_same += ulp_histogram(got, rounded, out)["identical"]
+        outputs = sum(total.values())
+        row["identical"] = f"{total.pop('identical') / outputs:.2%}"
+        row["ulps of the rest"] = " ".join(f"{key}:{count}" for key, count in total.items() if count) or "-"
+        row["identical to fp32 model, then RNE"] = "-" if out == "fp32" else f"{rounded_same / outputs:.2%}"
+        rows.append(row)
+    return rows
+
+
+def order_probe(k: int, fmt: str) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """FPRev-style rows (Xie et al., ATC 2025): ones, with +big at i and −big at j, for the pairs (0, j) and
+    (i, K−1). A one survives only where it is added outside the stretch in which big is in the sum; a one
+    fused or accumulated alongside big is truncated away. The row sums, in ones, reveal the order."""
+    one, big = PROBE_VALUES[fmt]
+    pairs = [(0, j) for j in range(1, k)] + [(i, k - 1) for i in range(1, k - 1)]
+    rows = np.full((len(pairs), k), one)
+    for row, (i, j) in zip(rows, pairs):
+        row[i], row[j] = big, -big
+    return rows, pairs
+
+
+def read_order(survivors: np.ndarray, pairs: list[tuple[int, int]], k: int, group: int) -> str:
+    """What the surviving ones say. One sequential chain of `group`-product fused groups leaves, for (0, j), the
+    ones of the groups after j's, K − group·(⌊j/group⌋ + 1), and for (i, K−1) none."""
+    chain = np.array([k - group * (j // group + 1) if i == 0 else 0 for i, j in pairs])
+    if np.array_equal(survivors, chain):
+        return f"one sequential chain of {group}-product groups over all K = {k}: the preset's order"
+    first = np.array([j for i, j in pairs if i == 0])
+    counts = survivors[: len(first)]
+    steps = first[1:][counts[1:] != counts[:-1]].tolist()
+    last = sorted({float(s) for s in survivors[len(first) :]})
+    more = (" …" if len(steps) > 16 else "", " …" if len(last) > 8 else "")
+    return (f"not one chain of {group}-product groups: for (0, j) the survivors change at j = {steps[:16]}{more[0]}; "
+            f"(i, K−1) leaves {last[:8]}{more[1]}")  # fmt: skip
+
+
+def probe_order(preset: str, k: int, chip: Callable | None) -> dict:
+    """The order probe through the model, and the chip when given: raw survivors per pair and their reading."""
+    from fpsim.matrix_unit import MATRIX_UNITS
+
+    fmt, group = preset.split("_", 1)[1], MATRIX_UNITS[preset].group
+    rows, pairs = order_probe(k, fmt)
+    one = PROBE_VALUES[fmt][0]
+    sides = {"model": model_matmul(preset, "fp32")(rows, np.ones((k, 1)))[:, 0] / one}  # one column: all alike
+    if chip is not None:
+        sides["chip"] = chip(rows, np.ones((k, 16)))[:, 0] / one  # 16 columns: a shape every kernel takes
+    result = {"model": preset, "K": k, "shape": f"{len(pairs)}×{k} by {k}×16", "pairs": pairs}
+    for side, survivors in sides.items():
+        result[f"{side} survivors"] = survivors.tolist()
+        result[f"{side} reading"] = read_order(survivors, pairs, k, group)
+    if chip is not None:
+        result["chip equals model"] = bool(np.array_equal(sides["chip"], sides["model"]))
+    return result
+
+
+def matrix_units_vs_chip(device: str, full: bool) -> dict:
+    """Each preset of the device's family against the chip: share bit-identical and ulp histogram per K, then the
+    order probe beyond one tile. Without CUDA the h100 models run against themselves (so every code path but the
+    chip's own call stays tested) and the report says so."""
+    cuda = device.startswith("cuda")
+    if cuda:
+        family, note = matrix_unit_family(torch.cuda.get_device_name(), torch.cuda.get_device_capability())
+    else:
+        family, note = "h100", "needs CUDA: no chip here, so the h100_* presets are compared with themselves"
+    record = {"device": note, "torch": torch.__version__, "flags": "reduced-precision reductions off; TF32 on for "
+              "the tf32 rows only; fp8 through torch._scaled_mm, unit scales, b column-major"}  # fmt: skip
+    if family is None:
+        return record | {"markdown": f"{note}."}
+    from fpsim.matrix_unit import MATRIX_UNITS
+
+    presets, m = family_presets(family), 64 if full else 16
+    rows = []
+    for preset in presets:
+        group = MATRIX_UNITS[preset].group
+        ks = sorted({group, 2 * group, 4 * group, 256, 1024}) if full else [group, 2 * group]
+        for fmt, out in unit_cases(preset):
+            product = chip_matmul(fmt, out, device) if cuda else model_matmul(preset, out)
+            try:
+                rows += compare_unit(preset, fmt, out, product, ks, m, m)
+            except (AttributeError, TypeError, RuntimeError) as err:  # e.g. no out_dtype or _scaled_mm here
+                rows.append({"model": preset, "out": out, "K": ks, "identical": unavailable(err)})
+    record["rows"] = rows
+    probed = [f"{family}_{fmt}" for fmt in PROBE_VALUES if f"{family}_{fmt}" in presets][:1]  # bf16 first
+    for preset in probed:
+        chip = chip_matmul(preset.split("_", 1)[1], "fp32", device) if cuda else None
+        record["order probe"] = [probe_order(preset, k, chip) for k in ((64, 256, 1024, 4096) if full else (64,))]
+    record["markdown"] = _unit_markdown(record)
+    return record
+
+
+def _unit_markdown(record: dict) -> str:
+    lines = [f"{record['device']}; torch {record['torch']}; {record['flags']}.", "", markdown_table(record["rows"])]
+    for probe in record.get("order probe", []):
+        lines += ["", f"Order probe, {probe['model']}, K = {probe['K']} ({probe['shape']}):"]
+        lines += [f"- {side}: {probe[f'{side} reading']}" for side in ("model", "chip") if f"{side} reading" in probe]
+        if "chip equals model" in probe:
+            lines.append(f"- chip survivors equal the model's: {probe['chip equals model']}")
+    return "\n".join(lines)
+
+
 def environment(device: str) -> dict:
     record = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
               "device": device, "fpsim": fpsim.__version__}  # fmt: skip
@@ -270,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     log.section("round vs the NumPy codec, every deterministic mode", lambda: check_against_numpy(device, n_modes))
     log.section("throughput", lambda: throughput(device, n_speed, 20 if full else 3, compile_=full))
     log.section("tensor core probes", lambda: tensor_core_probes(device))
+    log.section("matrix units vs the chip", lambda: matrix_units_vs_chip(device, full))
     policies = compare.POLICIES if full else ("fp32", "amp")
     log.section("simulator vs torch", lambda: experiments(device, policies, None if full else 3, 30 if full else 1))
     print(f"[gpu_check] wrote {args.out}/gpu_check.json and gpu_check.md", file=sys.stderr)

@@ -7,7 +7,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import fpsim
 
 pytest.importorskip("torch")
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
@@ -39,6 +42,10 @@ def test_quick_check_on_the_cpu_completes_every_section(tmp_path):
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "## throughput" in markdown and "FAILED" not in markdown
     assert "Facebook employee" not in markdown  # torch's CPU error for mm(out_dtype=...) runs on for lines
+    units = sections["matrix units vs the chip"]
+    assert units["device"].startswith("needs CUDA") and "## matrix units vs the chip" in markdown
+    assert {row["model"] for row in units["rows"]} == {"h100_fp16", "h100_bf16", "h100_tf32", "h100_fp8_e4m3"}
+    assert all(row["identical"] == "100.00%" for row in units["rows"])  # the model against itself, on the CPU
 
 
 def test_a_multi_line_torch_compile_error_stays_one_cell_of_the_markdown_table(monkeypatch):
@@ -63,3 +70,114 @@ def test_probe_rows_hold_what_they_claim():
     assert a @ b == 1 + 8 * 2.0**-20 and set(a[1:9] * b[1:9]) == {2.0**-20}
     a, b = rows["group_17"]
     assert a @ b == 2.0**-24 and a[17] == -1 and a[0] == 1
+
+
+# ---- matrix units vs the chip: the parts that run without CUDA -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "capability", "family"),
+    [
+        ("NVIDIA H200", (9, 0), "h100"),
+        ("NVIDIA H100 80GB HBM3", (9, 0), "h100"),
+        ("NVIDIA A100-SXM4-80GB", (8, 0), "a100"),
+        ("NVIDIA L40S", (8, 9), "ada"),
+        ("Tesla V100-SXM2-16GB", (7, 0), "v100"),
+        ("NVIDIA B200", (10, 0), "b200"),
+        ("NVIDIA GeForce RTX 3090", (8, 6), None),
+        ("NVIDIA GeForce RTX 5090", (12, 0), None),
+    ],
+)
+def test_the_preset_family_follows_the_compute_capability(name, capability, family):
+    found, note = load_script().matrix_unit_family(name, capability)
+    assert found == family and name in note
+    assert ("skipped" in note) == (family is None)
+
+
+def test_a_family_offers_the_presets_torch_can_reach():
+    gpu_check = load_script()
+    assert gpu_check.family_presets("h100") == ["h100_fp16", "h100_bf16", "h100_tf32", "h100_fp8_e4m3"]
+    assert gpu_check.family_presets("v100") == ["v100_fp16"]
+    assert gpu_check.family_presets("ada") == ["ada_fp8_e4m3"]
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "tf32", "fp8_e4m3"])
+@pytest.mark.parametrize("kind", ["wide exponents", "cancellation", "subnormals"])
+def test_unit_inputs_are_values_of_the_format_that_expose_what_they_claim(fmt, kind):
+    a, b = load_script().unit_inputs(fmt, kind, 8, 64, 4, seed=3)
+    assert a.shape == (8, 64) and b.shape == (64, 4)
+    for values in (a, b):
+        assert np.array_equal(fpsim.round(values, fmt), values)  # exact: the chip and the model see the same
+    products = np.abs(a[:, :, None] * b[None, :, :])
+    exact = np.abs(a @ b)  # the float64 error here is far below the ratios asserted
+    if kind == "wide exponents":
+        nonzero = products[products > 0]
+        kept = 13 if fmt == "fp8_e4m3" else 25  # the aligned fraction bits of the units that take fmt
+        assert np.log2(nonzero.max() / nonzero.min()) > kept + 1
+    if kind == "cancellation":
+        ulp = 2.0 ** -fpsim.get_format(fmt).nmant
+        assert np.median(exact / products.sum(axis=1)) < ulp  # sums below their terms' own rounding error
+    if kind == "subnormals":
+        smallest_normal = 2.0 ** fpsim.get_format(fmt).emin
+        assert np.mean((a != 0) & (np.abs(a) < smallest_normal)) > 0.3
+        assert products[products > 0].min() >= 2.0**-126  # the products themselves are fp32 normals
+
+
+def nudged(values: np.ndarray, steps: int) -> np.ndarray:
+    for _ in range(steps):
+        values = np.nextafter(values, values.dtype.type(np.inf))
+    return values
+
+
+@pytest.mark.parametrize(("fmt", "dtype"), [("fp32", np.float32), ("fp16", np.float16)])
+def test_ulp_histogram_counts_the_steps_between_neighbours(fmt, dtype):
+    gpu_check = load_script()
+    model = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, -0.0, np.nan, 2.0, 3.0, np.inf], dtype=dtype)
+    chip = model.copy()
+    chip[1], chip[2], chip[3], chip[4] = (nudged(model[i : i + 1], s)[0] for i, s in ((1, 1), (2, 3), (3, 8), (4, 300)))
+    chip[5], chip[6], chip[7], chip[8] = -0.0, -0.0, np.nan, np.nan  # -0 vs +0: neighbours; NaN vs 2: non-finite
+    histogram = gpu_check.ulp_histogram(chip.astype(np.float64), model.astype(np.float64), fmt)
+    assert histogram == {"identical": 5, "1": 2, "2": 0, "3-4": 1, "5-8": 1, "9-16": 0, "17-256": 0, ">256": 1,
+                         "non-finite": 1}  # fmt: skip
+
+
+def test_compare_unit_finds_a_chip_that_differs_by_one_ulp():
+    gpu_check = load_script()
+    model = gpu_check.model_matmul("h100_fp16", "fp32")
+
+    def chip(a, b):  # the model, with its first output one fp32 ulp up, on each kind of input
+        result = model(a, b)
+        result.flat[0] = np.nextafter(np.float32(result.flat[0]), np.float32(np.inf))
+        return result
+
+    (row,) = gpu_check.compare_unit("h100_fp16", "fp16", "fp32", chip, [16], 4, 4)
+    assert row["identical"] == f"{45 / 48:.2%}" and row["ulps of the rest"] == "1:3"
+    assert row["wide exponents"] == row["cancellation"] == row["subnormals"] == f"{15 / 16:.1%}"
+
+
+@pytest.mark.parametrize(("preset", "group"), [("h100_bf16", 16), ("a100_bf16", 8), ("v100_fp16", 4)])
+def test_the_order_probe_reads_the_models_chain_of_groups(preset, group):
+    gpu_check = load_script()
+    probe = gpu_check.probe_order(preset, 64, chip=None)
+    survivors = dict(zip(map(tuple, probe["pairs"]), probe["model survivors"]))
+    # by hand: ±big in the sum truncate away every one fused or accumulated with them; the groups after j's count
+    assert survivors[(0, 20)] == 64 - group * (20 // group + 1) and survivors[(0, 63)] == 0
+    assert survivors[(5, 63)] == 0
+    assert probe["model reading"].startswith(f"one sequential chain of {group}-product groups")
+
+
+def test_the_order_probe_tells_a_split_k_from_one_chain():
+    gpu_check = load_script()
+    model = gpu_check.model_matmul("h100_bf16", "fp32")
+
+    def split_k(a, b):  # two halves of K on two chains, their fp32 results added at the end
+        half = a.shape[1] // 2
+        return fpsim.round(model(a[:, :half], b[:half]) + model(a[:, half:], b[half:]), "fp32")
+
+    probe = gpu_check.probe_order("h100_bf16", 64, chip=split_k)
+    assert probe["chip equals model"] is False
+    assert probe["chip reading"].startswith("not one chain of 16-product groups")
+    chip, model = (dict(zip(map(tuple, probe["pairs"]), probe[f"{side} survivors"])) for side in ("chip", "model"))
+    # by hand, ±big at 0 and 40: one chain counts the ones of the last group; split, each half holds one big
+    # (every one of either half truncated away) and the halves cancel to 0
+    assert model[(0, 40)] == 16 and chip[(0, 40)] == 0
