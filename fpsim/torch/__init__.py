@@ -1,4 +1,5 @@
-"""fpsim on torch tensors: exact rounding to any Format on any device, and fake quantization of torch models.
+"""fpsim on torch tensors: exact rounding to any Format on any device, matrix-unit and accumulation-model matmuls,
+and fake quantization of torch models.
 
 Invariant: every value, code and flag count equals the NumPy codec's (fpsim.round, fpsim.encode) bit for bit.
 `import fpsim` never loads torch; importing this package without torch raises fpsim._extras.MissingExtraError (an
@@ -15,6 +16,7 @@ except ImportError as err:
     ) from err
 
 from fpsim.torch.codec import CLASSES, classify, decode, encode, round
+from fpsim.torch.matmul import matmul
 from fpsim.torch.native import NATIVE_CASTS, native_overflow
 from fpsim.torch.quantize import Quantize, fake_quantize, quantize
 
@@ -26,6 +28,7 @@ __all__ = [
     "decode",
     "encode",
     "fake_quantize",
+    "matmul",
     "native_overflow",
     "quantize",
     "round",
