@@ -3,8 +3,10 @@ probe outcomes, Fasi et al.'s non-monotonicity, promote_every, dispatch through 
 
 from __future__ import annotations
 
+import json
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -43,6 +45,7 @@ INPUTS = {
 }
 # outputs: (fraction bits, emin, emax)
 OUT = {"fp32": (23, -126, 127), "fp16": (10, -14, 15), "bf16": (7, -126, 127)}
+H200_RESULTS = Path(__file__).parent.parent / "benchmarks" / "results" / "gpu_check_h200.json"
 DEFAULT_DOTS, HEAVY_DOTS = 2000, 10_000  # per preset: the default suite, and `pytest -m heavy`
 
 
@@ -306,3 +309,18 @@ def test_inputs_are_rounded_to_the_unit_format_or_refused():
 def test_bad_input_is_refused(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_h200_fp8_gemm_is_the_model_promoting_every_128():
+    """torch._scaled_mm on the H200 (benchmarks/gpu_check.py's 64x4096 by 4096x64 GEMM of N(0,1) inputs in e4m3)
+    gave exactly the error figures of h100_fp8_e4m3 with promote_every=128 (cuBLAS without fast accumulation)."""
+    measured = json.loads(H200_RESULTS.read_text())["sections"]["tensor core probes"]["gemm_k4096"]["fp8_e4m3"]
+    rng = np.random.default_rng(0)
+    a = fpsim.round(rng.standard_normal((64, 4096)), "fp8_e4m3")
+    b = fpsim.round(rng.standard_normal((4096, 64)), "fp8_e4m3")
+    exact = a @ b  # exact: multiples of 2^-18 below 2^30 in any order fit float64's 53 bits
+    error = np.abs(fpsim.matmul(a, b, model="h100_fp8_e4m3", promote_every=128) - exact)
+    relative = np.sort((error / np.abs(exact)).ravel())
+    assert relative[-1] == measured["max relative error"]
+    assert relative[(relative.size - 1) // 2] == measured["median relative error"]  # torch's median: the lower middle
+    assert (error / (np.abs(a) @ np.abs(b))).max() == measured["max error / sum|ab|"]
