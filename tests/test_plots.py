@@ -414,13 +414,79 @@ def test_styles_are_stable_per_format_and_policy():
     assert policy_style("amp") == policy_style("amp") != policy_style("fp16")
 
 
+# ---- accumulation error against K ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tensorcore_curves():
+    return plots.dot_error_curves(plots.accumulation.KS)
+
+
+def test_dot_error_curves_measure_every_accumulation_on_the_same_data(tensorcore_curves):
+    acc = plots.accumulation
+    assert list(tensorcore_curves) == [acc.EXACT, acc.FP32, "v100_fp16: 4 products, 23 bits",
+                                       "a100_fp16: 8 products, 24 bits", "h100_fp16 = b200_fp16: 16 products, 25 bits",
+                                       "h100_fp8_e4m3: 32 products, 13 bits", acc.PROMOTED]  # fmt: skip
+    exact, fp32 = tensorcore_curves[acc.EXACT], tensorcore_curves[acc.FP32]
+    assert np.all((exact > 0) & (exact <= 2.0**-24))  # one rounding to nearest: within half an ulp of fp32
+    assert np.all(fp32 >= exact) and fp32[-1] > 50 * exact[-1]  # 4095 roundings grow; one does not
+    fp8, promoted = tensorcore_curves[acc.FP8], tensorcore_curves[acc.PROMOTED]
+    ks = np.array(acc.KS)
+    assert np.array_equal(fp8[ks <= 128], promoted[ks <= 128])  # nothing to promote before 128 terms
+    assert 0.01 < fp8[-1] < 0.05 and fp8[-1] > 10 * promoted[-1]  # DeepSeek's ~2% at K = 4096, and the repair
+
+
+def test_dot_error_curves_agree_with_an_exact_rational_sum():
+    """The exact curve against Fractions: the same seeded data, summed exactly and rounded once by the codec."""
+    from fractions import Fraction
+
+    acc = plots.accumulation
+    rng = np.random.default_rng(5)
+    a, b = acc._positive_e4m3(rng, (3, 16)), acc._positive_e4m3(rng, (16,))
+    sums = [sum(Fraction(x) * Fraction(y) for x, y in zip(row, b)) for row in a]
+    rounded = fpsim.round(np.array([float(s) for s in sums]), "fp32")  # float(s) exact: k·2^-18 below 2^53
+    expected = np.mean([abs(Fraction(r) - s) / s for r, s in zip(rounded, sums)])
+    curves = plots.dot_error_curves([16], rows=3, seed=5)
+    assert curves[acc.EXACT][0] == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_dot_error_curves_refuse_bad_arguments():
+    with pytest.raises(ValueError, match="ks must be lengths between 1 and 65536"):
+        plots.dot_error_curves([0])
+    with pytest.raises(ValueError, match="inputs: no matrix unit takes 'fp32'"):
+        plots.dot_error_curves([16], inputs="fp32")
+
+
+def test_accumulation_error_draws_the_curves_it_is_given(tensorcore_curves):
+    ks = plots.accumulation.KS
+    figure, ax = plots.accumulation_error(ks, tensorcore_curves)
+    lines = {line.get_gid(): line for line in ax.lines if line.get_gid()}
+    assert set(lines) == set(tensorcore_curves)
+    for label, values in tensorcore_curves.items():
+        assert np.array_equal(lines[label].get_xdata(), ks) and np.array_equal(lines[label].get_ydata(), values)
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(k) for k in ks]
+    percents = [t.get_text() for t in ax.texts if t.get_text().endswith("%")]
+    assert percents == [f"{100 * tensorcore_curves[label][-1]:.2g}%" for label in ("h100_fp8_e4m3: 32 products, "
+                        "13 bits", plots.accumulation.PROMOTED)]  # fmt: skip
+    (legend_box, axes_box) = extents(figure, [ax.get_legend(), ax])
+    assert legend_box.x0 >= axes_box.x1  # beside the axes: no curve hidden under it
+    with pytest.raises(ValueError, match="one error per K"):
+        plots.accumulation_error(ks[:3], tensorcore_curves)
+
+
+def test_accumulation_error_leaves_exact_zeros_out_of_the_log_axis():
+    _, ax = plots.accumulation_error([16, 32], {"a": [0.0, 1e-7]})
+    (line,) = [line for line in ax.lines if line.get_gid() == "a"]
+    assert np.isnan(line.get_ydata()[0]) and line.get_ydata()[1] == 1e-7
+
+
 # ---- the command line -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "argv",
     [["range"], ["precision", "--absolute"], ["numberline", "-f", "e4m3,fp4"], ["bits"], ["bits", "0.1"],
-     ["bits", "--value", "-2.5", "-f", "fp16,bf16"], ["rounding", "-f", "fp16,bf16"]],
+     ["bits", "--value", "-2.5", "-f", "fp16,bf16"], ["rounding", "-f", "fp16,bf16"], ["tensorcore"]],
     ids=lambda argv: " ".join(argv),
 )  # fmt: skip
 def test_cli_writes_each_kind(tmp_path, capsys, argv):
@@ -533,6 +599,8 @@ def test_cli_trains_with_progress_when_there_is_no_file(tmp_path, capsys):
         (["plot", "histogram", "--scale", "nan"], "--scale must be a finite number > 0"),
         (["plot", "bits", "nan", "-f", "fp4"], "VALUE contains NaN, but fp4_e2m1 has no NaN encoding; plot bits"),
         (["plot", "numberline", "-f", "fp16"], "at most 10 bits"),
+        (["plot", "tensorcore", "-f", "fp16"], "--formats does not apply to `plot tensorcore`"),
+        (["plot", "tensorcore", "16"], "VALUE (or --value) does not apply to `plot tensorcore`"),
     ],
 )
 def test_cli_bad_input(capsys, tmp_path, argv, message):

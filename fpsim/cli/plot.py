@@ -26,6 +26,8 @@ KINDS = {
     "training": "loss, loss scale and flushed gradients per step of fp32, fp16 and amp runs",
     "compare": "fpsim's simulator against torch, one row per policy, from the report.json of `fpsim compare` or "
     "`fpsim demo` (--from; --scenario picks one of a demo's)",
+    "tensorcore": "relative error of a dot product against K: exact then rounded, fp32, the fp16 matrix units of "
+    "V100..B200, and H100 fp8 with and without promote_every=128, on the same data",
 }
 DEFAULT_FORMATS = {"range": "fp32,fp16,bf16,fp8_e4m3", "precision": "fp32,fp16,bf16,fp8_e4m3",
                    "numberline": "fp8_e4m3", "bits": "fp16", "rounding": "fp16", "histogram": "fp16"}  # fmt: skip
@@ -68,6 +70,8 @@ def _figure(args: argparse.Namespace):
 
     if args.kind == "compare":
         return plots.simulator_vs_hardware(*_load_comparison(args.source, args.scenario))[0]
+    if args.kind == "tensorcore":
+        return plots.accumulation_error(plots.accumulation.KS, plots.dot_error_curves())[0]
     formats = formats_arg(args.formats, [DEFAULT_FORMATS[args.kind]]) if args.kind in DEFAULT_FORMATS else []
     if args.kind == "range":
         return plots.range_diagram(formats)[0]
@@ -181,7 +185,8 @@ def _epilog() -> str:
               "  fpsim plot training --from runs.json",
               "  fpsim compare -s overflow -p fp16,amp --steps 60 -o cmp",
               "  fpsim plot compare --from cmp/report.json",
-              "  fpsim plot compare --from fpsim-demo/report.json --scenario overflow"]  # fmt: skip
+              "  fpsim plot compare --from fpsim-demo/report.json --scenario overflow",
+              "  fpsim plot tensorcore -o tensorcore.png"]  # fmt: skip
     return "\n".join(lines)
 
 

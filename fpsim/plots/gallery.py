@@ -12,7 +12,9 @@ from pathlib import Path
 
 from fpsim._files import atomic_write, check_output_path
 from fpsim.plots import (
+    accumulation_error,
     bit_layout,
+    dot_error_curves,
     gradient_histogram,
     number_line,
     precision_diagram,
@@ -20,6 +22,7 @@ from fpsim.plots import (
     rounding_error,
     training_figure,
 )
+from fpsim.plots.accumulation import KS
 from fpsim.train import run, scenario
 
 DPI = 90  # keeps every PNG well under 200 KB
@@ -41,6 +44,7 @@ def figures() -> dict:
         "histogram.png": gradient_histogram(runs[0], "fp16", scale=2.0**16)[0],
         "training_underflow.png": training_figure(runs)[0],
         "training_overflow.png": training_figure(scenario_runs("overflow", steps=100))[0],
+        "tensorcore.png": accumulation_error(KS, dot_error_curves(KS))[0],
     }
 
 
