@@ -26,7 +26,7 @@ from fpsim.formats import (
     Format,
     get_format,
 )
-from fpsim.matrix_unit import MATRIX_UNITS, MatrixUnit
+from fpsim.matrix_unit import MATRIX_UNITS, MatrixUnit, explain_dot
 from fpsim.rounding import ROUNDING_MODES
 
 __version__ = "0.1.0"
@@ -90,6 +90,7 @@ __all__ = [
     "dot",
     "encode",
     "explain",
+    "explain_dot",
     "fields",
     "fma",
     "get_format",

@@ -8,6 +8,8 @@ done by fpsim's codec: toward zero to fp32 (or to `accumulator_bits` fraction bi
 
 from __future__ import annotations
 
+import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -205,11 +207,9 @@ def _fused(
         with np.errstate(invalid="ignore"):
             special = products.sum(axis=-1) + c
         products, c = np.where(np.isfinite(products), products, 0.0), np.where(np.isfinite(c), c, 0.0)
-    largest = np.maximum(exponents.max(axis=-1), _c_exponent(c))  # E: products' ea + eb and c's own exponent
-    shift = unit.fraction_bits - largest  # addends in units of 2^(E - fraction_bits)
-    # exact: power-of-two scalings of float64 values far from under/overflow; trunc drops the bits below the unit
-    units = np.trunc(np.ldexp(products, shift[..., None])).sum(axis=-1) + np.trunc(np.ldexp(c, shift))
+    product_units, c_units, shift = _aligned(products, exponents, c, unit.fraction_bits)
     # each |unit count| < 2^(fraction_bits + 2) and at most 1025 of them: the float64 sum is an exact integer
+    units = product_units.sum(axis=-1) + c_units
     exact = np.ldexp(units + 0.0, -shift)  # + 0.0: an exact zero sum is +0; scaling back is exact
     rounded = (
         round_to(exact, unit.accumulator, "toward_zero")
@@ -220,6 +220,58 @@ def _fused(
         rounded = np.where(finite, rounded, special)
         rounded[np.isnan(rounded)] = np.nan  # the canonical NaN
     return rounded
+
+
+def _aligned(products, exponents, c, fraction_bits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The addends truncated toward zero to whole units of 2^(E - fraction_bits), as unit counts, and -log2(unit)."""
+    largest = np.maximum(exponents.max(axis=-1), _c_exponent(c))  # E: products' ea + eb and c's own exponent
+    shift = fraction_bits - largest
+    # exact: power-of-two scalings of float64 values far from under/overflow; trunc drops the bits below the unit
+    return np.trunc(np.ldexp(products, shift[..., None])), np.trunc(np.ldexp(c, shift)), shift
+
+
+def explain_dot(a: object, b: object, unit: str | MatrixUnit, out: str = "fp32") -> str:
+    """A plain-text table of one small dot product on the unit: per group, each product's exact value, its
+    exponent ea + eb, what survives alignment to 2^(E - fraction_bits) and what is truncated; then the result
+    against the exact sum and an fp32 sequential sum (one fused multiply-add per term)."""
+    from fpsim._terminal import console, table
+    from fpsim.accumulation import dot  # fpsim.accumulation imports this module: a call-time import
+
+    unit, out_format, (x, y), fmt = _prepare(unit, out, (a, b))
+    if x.ndim != 1 or x.shape != y.shape or not 1 <= x.size <= 4 * unit.group:
+        raise ValueError(
+            f"explain_dot takes two 1-D vectors of equal length 1..{4 * unit.group}; got {x.shape}, {y.shape}"
+        )
+    rows, c = [], np.float64(0.0)
+    for first in range(0, x.size, unit.group):
+        xs, ys = x[first : first + unit.group], y[first : first + unit.group]
+        products, exponents = xs * ys, _exponent(xs, fmt) + _exponent(ys, fmt)  # exact products
+        kept, c_kept, shift = _aligned(products, exponents, c, unit.fraction_bits)
+        quantum = 2.0 ** -int(shift)
+        group_name = f"group {first // unit.group + 1}"
+        rows.append(_row(f"c ({group_name})", "", c, "", c_kept * quantum, c - c_kept * quantum))
+        for k, (u, v, p, e, q) in enumerate(zip(xs, ys, products, exponents, kept), start=first):
+            factors = f"{float(u)!r}×{float(v)!r}"  # no spaces: the table never wraps it
+            rows.append(_row(f"a[{k}]·b[{k}]", factors, p, str(int(e)) if p else "none", q * quantum, p - q * quantum))
+        c = _fused(products, exponents, c, unit, out_format)
+        rows.append(_row(f"result of {group_name}", "", "", f"E = {unit.fraction_bits - int(shift)}", c, ""))
+    exact = math.fsum(map(float, x * y))  # correctly rounded to float64 (exact for small dot products)
+    sequential = dot(x, y, "fp32")
+    rows += [
+        ["exact sum (float64)", "", repr(exact), "", "", ""],
+        ["fp32 sequential", "", repr(float(sequential)), "", "", ""],
+    ]
+    columns = ["term", "a · b", "exact value", "exponent", "kept after alignment", "truncated"]
+    view = console(io.StringIO())
+    view.print(
+        f"{unit.name}: {unit.group} products per group, {unit.fraction_bits} fraction bits, out {out_format.name}"
+    )
+    view.print(table(columns, rows))
+    return view.file.getvalue()
+
+
+def _row(*cells: object) -> list[str]:
+    return [repr(float(cell)) if isinstance(cell, (float, np.floating)) else str(cell) for cell in cells]
 
 
 def _exponent(values: np.ndarray, fmt: Format) -> np.ndarray:

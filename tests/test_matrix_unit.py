@@ -268,6 +268,14 @@ def test_a_hypothetical_unit():
     assert fpsim.dot([2.0**-5, 1.0, 1.0], [1.0, 1.0, 1.0], model=unit) == 2.0  # 1 + 2^-5 -> 1 (4 bits), then 2
 
 
+def test_explain_dot_shows_the_truncated_bits_and_the_three_sums():
+    text = fpsim.explain_dot([1.0, 2.0**-13, 0.5], [1.0, 2.0**-13, -3.0], "v100_fp16")
+    lines = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
+    assert lines["a[1]·b[1]"][-2:] == ["0.0", repr(2.0**-26)]  # 2^-26 lies below the unit 2^-23: truncated
+    assert lines["result"][-1] == "-0.5" and lines["exact"][-1] == repr(-0.5 + 2.0**-26)
+    assert lines["fp32"][-1] == repr(float(np.float32(-0.5 + 2.0**-26)))  # the fp32 sum rounds to nearest: -0.5
+
+
 # ---- dispatch and bad input --------------------------------------------------------------------------------
 
 
