@@ -12,6 +12,7 @@ import numpy as np
 from fpsim.codec import round as round_to
 from fpsim.flags import Flags, suspended
 from fpsim.formats import FP32, FP64, Format, get_format
+from fpsim.matrix_unit import MATRIX_UNITS, MatrixUnit, unit_matmul
 from fpsim.scaling import SCALERS, fp32_scale
 
 
@@ -19,7 +20,8 @@ from fpsim.scaling import SCALERS, fp32_scale
 class Policy:
     """Formats for weights and activations as computed with (`compute`), the optimizer's copy of the weights
     and its state (`master`), backward gradients (`grads`), softmax/loss/norm internals (`reductions`) and
-    matmul partial sums (`accumulate`); the loss scaler; and per-tensor scaling into narrow formats (FP8)."""
+    matmul partial sums (`accumulate`: fp32 or fp64 BLAS, or a matrix unit of fpsim.matrix_unit such as
+    "h100_fp16", taking compute and grads values); the loss scaler; and per-tensor scaling into narrow formats."""
 
     name: str
     compute: str
@@ -33,16 +35,48 @@ class Policy:
     description: str = ""
 
     def __post_init__(self) -> None:
-        for field_name in ("compute", "master", "grads", "reductions", "accumulate"):
+        for field_name in ("compute", "master", "grads", "reductions"):
             get_format(getattr(self, field_name))  # unknown names fail here, with the list of valid ones
-        if get_format(self.accumulate) not in (FP32, FP64):
-            raise ValueError(f"accumulate must be fp32 or fp64 (BLAS partial sums), got {self.accumulate!r}")
+        if isinstance(self.accumulate, str) and self.accumulate in MATRIX_UNITS:
+            self._check_unit(MATRIX_UNITS[self.accumulate])
+        elif not isinstance(self.accumulate, str) or _format_or_none(self.accumulate) not in (FP32, FP64):
+            raise ValueError(
+                f"accumulate must be fp32 or fp64 (BLAS partial sums) or a matrix unit "
+                f"({', '.join(MATRIX_UNITS)}); got {self.accumulate!r}"
+            )
         if self.scaler not in SCALERS:
             raise ValueError(f"scaler must be one of {', '.join(SCALERS)}; got {self.scaler!r}")
         fp32_scale("loss_scale", self.loss_scale)  # must round to a finite, nonzero fp32
 
+    def _check_unit(self, unit: MatrixUnit) -> None:
+        """The unit multiplies what the policy's matmuls receive: compute values forward, grads values backward."""
+        if self.per_tensor_scaling:
+            raise ValueError(
+                f"accumulate={unit.name!r} with per_tensor_scaling is not modelled (the unit would need the scale "
+                "factors): use accumulate='fp32' or per_tensor_scaling=False"
+            )
+        for field_name in ("compute", "grads"):
+            fmt = get_format(getattr(self, field_name)).name
+            if fmt not in unit.inputs:
+                raise ValueError(
+                    f"accumulate={unit.name!r} takes {', '.join(unit.inputs)} inputs, but the policy's {field_name} "
+                    f"format is {fmt}; the units for {fmt} are {', '.join(units_for(fmt)) or 'none'}"
+                )
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def units_for(fmt: str) -> list[str]:
+    """The matrix units (names in fpsim.matrix_unit.MATRIX_UNITS) that take `fmt` inputs."""
+    return [name for name, unit in MATRIX_UNITS.items() if fmt in unit.inputs]
+
+
+def _format_or_none(name: str) -> Format | None:
+    try:
+        return get_format(name)
+    except ValueError:
+        return None
 
 
 POLICIES: dict[str, Policy] = {
@@ -96,7 +130,8 @@ class Precision:
         self.policy, self.kernels, self.threads = policy, kernels, threads
         self.compute, self.master = get_format(policy.compute), get_format(policy.master)
         self.grads, self.reductions = get_format(policy.grads), get_format(policy.reductions)
-        self.accumulate = get_format(policy.accumulate)
+        self.unit = MATRIX_UNITS.get(policy.accumulate)
+        self.accumulate = FP32 if self.unit else get_format(policy.accumulate)  # a unit's results are fp32
         self.reset_counts()
 
     def reset_counts(self) -> None:
@@ -140,12 +175,15 @@ class Precision:
         return rounded
 
     def matmul(self, a: np.ndarray, b: np.ndarray, out: Format) -> np.ndarray:
-        """a @ b with partial sums in the accumulate format (the host BLAS's order), rounded to `out`.
+        """a @ b with partial sums in the accumulate format (the host BLAS's order), rounded to `out`; or, when
+        the policy names a matrix unit, as that unit computes it (fp32 output), then rounded to `out`.
 
         Products of fp16, bf16, tf32 or fp8 values are exact in fp32, so float32 BLAS is fp32 accumulation.
         """
         with np.errstate(all="ignore"):  # inf and NaN propagate through the product, as on the hardware
-            if self.accumulate is FP32:
+            if self.unit is not None:  # operands are compute (or equal grads) values: "exact" refuses any other
+                product = unit_matmul(a, b, self.unit, out="fp32", fmt=self.compute.name, inputs="exact")
+            elif self.accumulate is FP32:
                 product = (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float64)
             else:
                 product = a @ b

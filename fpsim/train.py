@@ -61,6 +61,7 @@ class Config:
     steps: int = 300
     scaler: str | None = None
     loss_scale: float | None = None
+    accumulate: str | None = None  # replaces the policy's: fp32, fp64 or a matrix unit such as "h100_fp16"
     clip_norm: float | None = None
     eval_every: int = 50
     seed: int = 0
@@ -68,7 +69,8 @@ class Config:
     threads: int | None = None  # intra-op threads of kernels="torch" (None: torch.get_num_threads(), else 1)
 
     def validate(self) -> Policy:
-        """Check every field before training starts; return the policy with the config's scaler overrides."""
+        """Check every field before training starts; return the policy with the config's scaler and accumulate
+        overrides."""
         policy = get_policy(self.policy)
         if self.data not in DATASETS:
             raise ValueError(f"data must be one of {', '.join(DATASETS)}; got {self.data!r}")
@@ -93,8 +95,8 @@ class Config:
             raise ValueError(f"threads must be a positive int or None (torch's own count), got {self.threads!r}")
         self._validate_model()
         self._validate_size()
-        overrides = {k: v for k, v in (("scaler", self.scaler), ("loss_scale", self.loss_scale)) if v is not None}
-        return replace(policy, **overrides)  # the policy re-validates the scaler name and the scale
+        overrides = {name: getattr(self, name) for name in ("scaler", "loss_scale", "accumulate")}
+        return replace(policy, **{k: v for k, v in overrides.items() if v is not None})  # the policy re-validates
 
     def _validate_model(self) -> None:
         if self.activation not in ACTIVATIONS:

@@ -4,6 +4,7 @@ training, Ctrl-C is one line and exit 130, plain `fpsim` lists the commands, and
 import csv
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -251,3 +252,37 @@ def test_dir_of_fpsim_lists_its_api_and_submodules_only():
     public = {name for name in dir(fpsim) if not name.startswith("_")}
     assert public - set(fpsim.__all__) - submodules == set()  # importlib was listed
     assert {"train", "plots", "round", "explain"} <= public
+
+
+def test_accumulate_reaches_the_policy(capsys, monkeypatch):
+    seen = []
+    monkeypatch.setattr(train, "run", lambda config, **kw: seen.append(config.validate()) or train_run(config, **kw))
+    code, _, _ = run(capsys, "train", "-q", "-p", "amp", "--steps", "2", "--accumulate", "h100_fp16")
+    assert code == 0 and [p.accumulate for p in seen] == ["h100_fp16"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["-p", "amp", "--accumulate", "h100_fp17"],
+            "--accumulate must be fp32 or fp64 (BLAS partial sums) or a matrix",
+        ),
+        (
+            ["-p", "amp,bf16", "--accumulate", "h100_fp16"],
+            "--accumulate='h100_fp16' takes fp16 inputs, but the policy's",
+        ),
+        (["-p", "amp", "--accumulate", "h100_fp16", "--backend", "torch"], "drop --accumulate"),
+    ],
+)
+def test_bad_accumulate_is_one_line_before_training(capsys, no_training, argv, message):
+    code, out, err = run(capsys, "train", *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+
+
+def test_train_help_lists_the_matrix_units_by_format(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--accumulate" in out and re.search(r"\n  fp16 +v100_fp16, a100_fp16, h100_fp16", out)
+    assert re.search(r"\n  bf16 +a100_bf16, h100_bf16", out)

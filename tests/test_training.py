@@ -303,3 +303,60 @@ def test_the_exact_simulator_never_imports_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # any import of torch raises ImportError
     assert len(run(Config(policy="amp", steps=2)).loss) == 2
     assert run(Config(policy="amp", kernels="torch", steps=2)).config["threads"] == 1  # without torch: 1
+
+
+# ---- matmuls on a matrix unit (Policy.accumulate names a preset of fpsim.matrix_unit) -----------------------------
+AMP_H100 = Policy("amp-h100", "fp16", "fp32", "fp16", "fp32", accumulate="h100_fp16", scaler="dynamic")
+
+
+def test_a_matrix_unit_policy_multiplies_as_fpsim_matmul_on_that_unit():
+    import fpsim
+    from fpsim.formats import FP16, FP32
+
+    rng = np.random.default_rng(10)
+    a = (rng.standard_normal((7, 40)) * 2.0 ** rng.integers(-14, 8, (7, 40))).astype(np.float16).astype(np.float64)
+    b = (rng.standard_normal((40, 5)) * 2.0 ** rng.integers(-14, 8, (40, 5))).astype(np.float16).astype(np.float64)
+    p = Precision(AMP_H100)
+    unit = fpsim.matmul(a, b, model="h100_fp16")
+    assert p.accumulate is FP32 and np.array_equal(p.matmul(a, b, FP32), unit)
+    assert np.array_equal(p.matmul(a, b, FP16), unit.astype(np.float16).astype(np.float64))  # numpy's RNE cast
+
+
+def test_a_matrix_unit_truncates_where_fp32_blas_rounds():
+    a, b = np.array([[1.0, -(2.0**-12)]]), np.array([[1.0], [2.0**-13]])  # 1 - 2^-25: a tie between fp32 neighbours
+    from fpsim.formats import FP32
+
+    assert Precision(POLICIES["amp"]).matmul(a, b, FP32)[0, 0] == 1.0  # fp32 round to nearest even
+    assert Precision(AMP_H100).matmul(a, b, FP32)[0, 0] == 1 - 2.0**-24  # kept exactly, then toward zero
+
+
+def test_amp_on_an_h100_trains_close_to_amp_but_not_identically():
+    plain = run(scenario("underflow", policy="amp", steps=12, eval_every=12))
+    h100 = run(scenario("underflow", policy="amp", accumulate="h100_fp16", steps=12, eval_every=12))
+    assert h100.policy["accumulate"] == "h100_fp16" and h100.config["accumulate"] == "h100_fp16"
+    assert h100.loss != plain.loss  # truncation changes some matmul results from the first step on
+    assert np.allclose(h100.loss, plain.loss, rtol=1e-2) and h100.final_accuracy > 0.8
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Config(policy="amp", accumulate="h100_fp17").validate(), "must be .* a matrix unit \\(v100"),
+        (lambda: Config(policy="bf16", accumulate="h100_fp16").validate(),
+         "takes fp16 inputs, but the policy's compute format is bf16; the units for bf16 are a100_bf16, h100_bf16"),
+        (lambda: Policy("x", "fp16", "fp32", "bf16", "fp32", accumulate="h100_fp16"), "policy's grads format is bf16"),
+        (lambda: Config(policy="fp8", accumulate="h100_fp8_e4m3").validate(), "per_tensor_scaling is not modelled"),
+        (lambda: Config(policy="fp32", accumulate="h100_tf32").validate(), "the units for fp32 are none"),
+    ],
+)  # fmt: skip
+def test_bad_matrix_units_are_named_in_the_error(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_a_matrix_unit_run_survives_the_results_file(tmp_path):
+    history = run(Config(policy="amp", accumulate="h100_fp16", steps=2))
+    save_results([history], tmp_path / "runs.json")
+    (again,) = load_results(tmp_path / "runs.json")
+    assert again.config["accumulate"] == again.policy["accumulate"] == "h100_fp16" and again.loss == history.loss
+    assert get_policy(again.policy) == Config.from_dict(again.config).validate()

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from fpsim import _terminal, train
 from fpsim._files import check_output_path
 from fpsim.cli._common import LineFormatter, UsageError
-from fpsim.policies import KERNELS, POLICIES
+from fpsim.formats import get_format
+from fpsim.policies import KERNELS, POLICIES, units_for
 from fpsim.scaling import SCALERS
 
 # Config fields the command sets, and the option that sets each: Config's messages are translated to options
@@ -28,6 +29,7 @@ _OPTIONS = {
     "data": "--data",
     "clip_norm": "--clip-norm",
     "kernels": "--kernels",
+    "accumulate": "--accumulate",
 }
 _IGNORES_LOSS_SCALE = ("none", "apex")  # no scaler, or Apex's fixed start at 2^32
 _NOTE = "flushed % and lost updates %: means over all steps (`fpsim plot histogram` shows the last step's gradients)"
@@ -83,6 +85,11 @@ def _backend(args: argparse.Namespace) -> dict:
         return {}
     if args.kernels is not None:
         raise UsageError("--kernels sets the simulator's rounding points; torch runs its own kernels: drop --kernels")
+    if args.accumulate is not None:
+        raise UsageError(
+            "--accumulate sets the simulator's matmuls; torch runs the device's own (on an H100/H200 its Tensor "
+            "Cores): drop --accumulate"
+        )
     from fpsim.torch import training  # ImportError names the extra to install
 
     return {"backend": "torch", "device": str(training.resolve_device(args.device or "auto"))}
@@ -119,7 +126,17 @@ def _epilog() -> str:
     lines = ["policies:", *(f"  {name:<{width}}  {p.description}" for name, p in POLICIES.items())]
     lines += ["scenarios:", *(f"  {name:<{width}}  {text}" for name, (text, _) in train.SCENARIOS.items())]
     lines += ["scalers:", *(f"  {name:<{width}}  {text}" for name, text in SCALERS.items())]
+    lines += ["matrix units (--accumulate), by the compute format they take:"]
+    lines += [f"  {fmt:<{width}}  {', '.join(units_for(fmt))}" for fmt in _unit_formats()]
     return "\n".join(lines)
+
+
+def _unit_formats() -> list[str]:
+    """The compute formats of the built-in policies that a matrix unit can run (same compute and grads formats,
+    no per-tensor scaling: Policy refuses the others)."""
+    runnable = (p for p in POLICIES.values() if p.grads == p.compute and not p.per_tensor_scaling)
+    formats = dict.fromkeys(get_format(p.compute).name for p in runnable)
+    return [fmt for fmt in formats if units_for(fmt)]
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -148,6 +165,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--scaler", choices=list(SCALERS), help="loss scaler, replacing the policy's (default: the policy's)"
     )
     cmd.add_argument("--loss-scale", type=float, help="the scaler's (initial) loss scale (default: the policy's)")
+    cmd.add_argument(
+        "--accumulate",
+        help="the matmuls' accumulation, replacing the policy's: fp32, fp64 (BLAS) or a matrix unit such as "
+        "h100_fp16 that takes the policy's compute format (listed below) (default: the policy's)",
+    )
     cmd.add_argument("--data", choices=train.DATASETS, help=f"data set (default: {default.data})")
     cmd.add_argument("--clip-norm", type=float, help="clip the gradient norm to this, after unscaling (default: off)")
     cmd.add_argument(
