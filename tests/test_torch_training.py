@@ -250,3 +250,9 @@ def test_the_config_sets_torchs_threads_for_the_run():
     before = torch.get_num_threads()
     history = torch_run(Config(policy="fp32", steps=1, threads=1))
     assert history.environment["threads"] == 1 and torch.get_num_threads() == before
+
+
+def test_the_torch_backend_refuses_a_matrix_unit_model():
+    config = scenario("underflow", policy="amp", accumulate="h100_fp16", steps=2)
+    with pytest.raises(ValueError, match="simulator matmul model"):
+        train.run(config, backend="torch", device="cpu")

@@ -28,6 +28,7 @@ from fpsim import train as simulator
 from fpsim.codec import round as round_to
 from fpsim.flags import Flags, suspended
 from fpsim.formats import FP32, Format, get_format
+from fpsim.matrix_unit import MATRIX_UNITS
 from fpsim.nn import _EPS, MLP
 from fpsim.policies import Policy, Precision
 from fpsim.scaling import DynamicLossScaler
@@ -494,6 +495,9 @@ def run(
     if config.kernels != "exact":
         raise ValueError(f"kernels={config.kernels!r} sets the simulator's rounding points; torch runs its own "
                          "kernels: use kernels='exact' (the default) with backend='torch'")  # fmt: skip
+    if policy.accumulate in MATRIX_UNITS:
+        raise ValueError(f"accumulate={policy.accumulate!r} is a simulator matmul model; the torch backend runs the "
+                         "device's own matmuls: drop accumulate with backend='torch'")  # fmt: skip
     target = resolve_device(device)
     check_fp8_matmul(fp8_matmul, mechanism(policy), target)  # an unsupported policy fails before any work
     dataset = simulator._load_data(config) if dataset is None else simulator._checked(dataset)
