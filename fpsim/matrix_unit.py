@@ -3,7 +3,8 @@ truncation, one normalization.
 
 Invariant: every step is exact in float64 (products of inputs of at most 11 significant bits, power-of-two
 scalings, truncation of the scaled addends to integers, their sum below 2^53) except the one rounding per group,
-done by fpsim's codec: toward zero to fp32 (or to `accumulator_bits` fraction bits), to nearest even to fp16/bf16.
+toward zero to fp32 (or to `accumulator_bits` fraction bits), and an fp16/bf16 output's one final rounding of the
+fp32 result to nearest even; both done by fpsim's codec.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class MatrixUnit:
     arithmetic depends on `group` alone. `accumulator_bits`: an fp32 result keeps only this many fraction bits
     (truncated), between groups too (fp8 on Hopper and Ada). `input_truncation`: inputs are truncated to the
     input format, not rounded (tf32 on A100: the low 13 bits of fp32 dropped).
+
+    Outputs: the groups always chain in fp32 (toward zero); `out` is the precision of the final result only. An
+    fp16/bf16 output is the fp32 result rounded once to nearest even: cuBLAS's fp32 accumulation with one final
+    rounding, as measured on an H200 (benchmarks/results/gpu_check_h200.md). A chain with an fp16 accumulator
+    (an MMA with fp16 C/D) is not modelled.
     """
 
     name: str
@@ -116,22 +122,22 @@ def get_unit(unit: str | MatrixUnit) -> MatrixUnit:
 
 
 def mma(a_rows: object, b_cols: object, c: object, unit: str | MatrixUnit, out: str = "fp32", **options) -> np.ndarray:
-    """One fused group: Σ a·b + c along the last axis (at most unit.group products), rounded once to `out`.
+    """One fused group: Σ a·b + c along the last axis (at most unit.group products), rounded toward zero to fp32
+    (the unit's accumulator); an fp16/bf16 `out` then rounds that fp32 result once to nearest even.
 
     a_rows and b_cols broadcast against each other, c against their result. Options: fmt (the input format, one
     of unit.inputs) and inputs ('round' casts other values to it, 'exact' refuses them). c must be a value of
-    the unit's result format (fp32, its accumulator, or `out`).
+    the unit's accumulator (fp32, or fp32 with accumulator_bits fraction bits), whatever `out` is.
     """
     unit, out_format, (x, y), fmt = _prepare(unit, out, (a_rows, b_cols), **options)
     if x.shape[-1] > unit.group:
         raise ValueError(f"mma fuses at most {unit.group} products ({unit.name}); got {x.shape[-1]}: use unit_matmul")
     x, y = np.broadcast_arrays(x, y)
     accumulator = np.asarray(c, dtype=np.float64)
-    result_format = unit.accumulator if out_format == FP32 else out_format
-    if not np.array_equal(round_to(accumulator, result_format, "toward_zero"), accumulator, equal_nan=True):
-        raise ValueError(f"c must hold values of {result_format.name}, the unit's result; round it first")
+    if not np.array_equal(round_to(accumulator, unit.accumulator, "toward_zero"), accumulator, equal_nan=True):
+        raise ValueError(f"c must hold values of {unit.accumulator.name}, the unit's accumulator; round it first")
     accumulator = np.broadcast_to(accumulator, x.shape[:-1])
-    return _fused(x * y, _exponent(x, fmt) + _exponent(y, fmt), accumulator, unit, out_format)
+    return _to_out(_fused(x * y, _exponent(x, fmt) + _exponent(y, fmt), accumulator, unit), out_format)
 
 
 def unit_matmul(
@@ -144,11 +150,11 @@ def unit_matmul(
     fmt: str | None = None,
     inputs: str = "round",
 ) -> np.ndarray:
-    """a @ b (1-D or 2-D) on a matrix unit: K in groups of unit.group, each group's result the next one's c.
+    """a @ b (1-D or 2-D) on a matrix unit: K in groups of unit.group, each group's fp32 result (toward zero) the
+    next one's c; an fp16/bf16 `out` rounds the final fp32 result once to nearest even.
 
     With promote_every=N the unit restarts from 0 every N terms and its fp32 result is added into an fp32
     accumulator, rounded to nearest even ("CUDA cores", DeepSeek-V3 §3.3.2); `out` then rounds that sum once.
-    Without it every group rounds to `out` (toward zero to fp32, to nearest even to fp16/bf16).
     """
     unit, out_format, (x, y), fmt = _prepare(unit, out, (a, b), fmt=fmt, inputs=inputs)
     if promote_every is not None:
@@ -164,44 +170,50 @@ def unit_matmul(
     rows_per_chunk = max(1, _PRODUCTS_PER_CHUNK // max(1, columns.shape[0] * unit.group))
     result = np.concatenate(
         [
-            _chunk_product(left[start : start + rows_per_chunk], columns, unit, fmt, out_format, promote_every)
+            _chunk_product(left[start : start + rows_per_chunk], columns, unit, fmt, promote_every)
             for start in range(0, left.shape[0], rows_per_chunk)
         ]
     )
+    result = _to_out(result, out_format)
     if y.ndim == 1:
         result = result[:, 0]
     return result[0] if x.ndim == 1 else result
 
 
-def _chunk_product(left, columns, unit, fmt, out_format, promote_every) -> np.ndarray:
+def _chunk_product(left, columns, unit, fmt, promote_every) -> np.ndarray:
+    """The fp32 result (toward zero, or the accumulator's) of a chunk of rows, before `out`'s final rounding."""
     rows, cols = left[:, None, :], columns[None, :, :]  # (M, 1, K) and (1, N, K): products broadcast to (M, N, K)
     row_exponents, column_exponents = _exponent(rows, fmt), _exponent(cols, fmt)
     length = left.shape[1]
 
-    def chain(start: int, stop: int, group_out: Format) -> np.ndarray:
+    def chain(start: int, stop: int) -> np.ndarray:
         total = np.zeros((left.shape[0], columns.shape[0]))
         for first in range(start, stop, unit.group):
             last = min(first + unit.group, stop)
-            products = rows[..., first:last] * cols[..., first:last]  # exact: at most 11 + 11 bits
+            with np.errstate(invalid="ignore"):  # 0·inf is NaN, as IEEE says; _fused passes it on
+                products = rows[..., first:last] * cols[..., first:last]  # exact: at most 11 + 11 bits
             exponents = row_exponents[..., first:last] + column_exponents[..., first:last]
-            total = _fused(products, exponents, total, unit, group_out)
+            total = _fused(products, exponents, total, unit)
         return total
 
     if promote_every is None:
-        return chain(0, length, out_format)
+        return chain(0, length)
     promoted = np.zeros((left.shape[0], columns.shape[0]), dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):  # an fp32 sum past max is inf, as IEEE says
         for start in range(0, length, promote_every):
-            partial = chain(start, min(start + promote_every, length), FP32)
+            partial = chain(start, min(start + promote_every, length))
             promoted = promoted + partial.astype(np.float32)  # exact cast (an fp32 value); IEEE fp32 add, RNE
-    result = promoted.astype(np.float64)
+    return promoted.astype(np.float64)
+
+
+def _to_out(result: np.ndarray, out_format: Format) -> np.ndarray:
+    """The final fp32 result in `out`: fp32 as it is, fp16/bf16 rounded once to nearest even (cuBLAS's epilogue)."""
     return result if out_format == FP32 else round_to(result, out_format, "nearest_even")
 
 
-def _fused(
-    products: np.ndarray, exponents: np.ndarray, c: np.ndarray, unit: MatrixUnit, out_format: Format
-) -> np.ndarray:
-    """The three-step rule on products (..., g) with their exponents ea + eb and accumulators c (...)."""
+def _fused(products: np.ndarray, exponents: np.ndarray, c: np.ndarray, unit: MatrixUnit) -> np.ndarray:
+    """The three-step rule on products (..., g) with their exponents ea + eb and accumulators c (...), rounded
+    toward zero to the unit's accumulator (fp32, or accumulator_bits fraction bits)."""
     finite = np.isfinite(products).all(axis=-1) & np.isfinite(c)
     if not finite.all():  # inf or NaN anywhere: the IEEE result of the plain sum (inf, or NaN for inf - inf)
         with np.errstate(invalid="ignore"):
@@ -211,11 +223,7 @@ def _fused(
     # each |unit count| < 2^(fraction_bits + 2) and at most 1025 of them: the float64 sum is an exact integer
     units = product_units.sum(axis=-1) + c_units
     exact = np.ldexp(units + 0.0, -shift)  # + 0.0: an exact zero sum is +0; scaling back is exact
-    rounded = (
-        round_to(exact, unit.accumulator, "toward_zero")
-        if out_format == FP32
-        else round_to(exact, out_format, "nearest_even")
-    )
+    rounded = round_to(exact, unit.accumulator, "toward_zero")
     if not finite.all():
         rounded = np.where(finite, rounded, special)
         rounded[np.isnan(rounded)] = np.nan  # the canonical NaN
@@ -233,7 +241,8 @@ def _aligned(products, exponents, c, fraction_bits) -> tuple[np.ndarray, np.ndar
 def explain_dot(a: object, b: object, unit: str | MatrixUnit, out: str = "fp32") -> str:
     """A plain-text table of one small dot product on the unit: per group, each product's exact value, its
     exponent ea + eb, what survives alignment to 2^(E - fraction_bits) and what is truncated; then the result
-    against the exact sum and an fp32 sequential sum (one fused multiply-add per term)."""
+    (an fp16/bf16 `out` rounds the final fp32 result once) against the exact sum and an fp32 sequential sum (one
+    fused multiply-add per term)."""
     from fpsim._terminal import console, table
     from fpsim.accumulation import dot  # fpsim.accumulation imports this module: a call-time import
 
@@ -253,8 +262,10 @@ def explain_dot(a: object, b: object, unit: str | MatrixUnit, out: str = "fp32")
         for k, (u, v, p, e, q) in enumerate(zip(xs, ys, products, exponents, kept), start=first):
             factors = f"{float(u)!r}×{float(v)!r}"  # no spaces: the table never wraps it
             rows.append(_row(f"a[{k}]·b[{k}]", factors, p, str(int(e)) if p else "none", q * quantum, p - q * quantum))
-        c = _fused(products, exponents, c, unit, out_format)
+        c = _fused(products, exponents, c, unit)
         rows.append(_row(f"result of {group_name}", "", "", f"E = {unit.fraction_bits - int(shift)}", c, ""))
+    if out_format != FP32:  # the chain is fp32; only its final result is rounded to `out`
+        rows.append(_row(f"result in {out_format.name} (nearest even)", "", "", "", _to_out(c, out_format), ""))
     exact = math.fsum(map(float, x * y))  # correctly rounded to float64 (exact for small dot products)
     sequential = dot(x, y, "fp32")
     rows += [

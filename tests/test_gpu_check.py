@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -153,6 +154,21 @@ def test_compare_unit_finds_a_chip_that_differs_by_one_ulp():
     (row,) = gpu_check.compare_unit("h100_fp16", "fp16", "fp32", chip, [16], 4, 4)
     assert row["identical"] == f"{45 / 48:.2%}" and row["ulps of the rest"] == "1:3"
     assert row["wide exponents"] == row["cancellation"] == row["subnormals"] == f"{15 / 16:.1%}"
+
+
+@pytest.mark.parametrize(("fmt", "dtype"), [("fp16", np.float16), ("bf16", ml_dtypes.bfloat16)])
+def test_compare_unit_takes_cublas_fp32_then_one_rounding_as_identical(fmt, dtype):
+    """What the H200 did for fp16/bf16 outputs: cuBLAS's fp32 result cast once (NumPy/ml_dtypes: nearest even)."""
+    gpu_check = load_script()
+    preset = f"h100_{fmt}"
+    fp32_model = gpu_check.model_matmul(preset, "fp32")
+
+    def chip(a, b):
+        return fp32_model(a, b).astype(dtype).astype(np.float64)
+
+    rows = gpu_check.compare_unit(preset, fmt, fmt, chip, [16, 64, 256], 4, 4)
+    assert [row["identical"] for row in rows] == ["100.00%"] * 3
+    assert all(row["ulps of the rest"] == "-" and set(row) == set(rows[0]) for row in rows)
 
 
 @pytest.mark.parametrize(("preset", "group"), [("h100_bf16", 16), ("a100_bf16", 8), ("v100_fp16", 4)])

@@ -73,7 +73,8 @@ def round_exact(v: Fraction, fraction_bits: int, emin: int, emax: int, nearest: 
     return magnitude if v > 0 else -magnitude
 
 
-def reference_group(pairs, c: Fraction, preset: str, out: str) -> Fraction:
+def reference_group(pairs, c: Fraction, preset: str) -> Fraction:
+    """One group as published, its result rounded toward zero to the accumulator's `kept` fraction bits."""
     fmt, _, frac, kept, _ = PUBLISHED[preset]
     emin = INPUTS[fmt][1]
     nonzero = [(Fraction(x), Fraction(y)) for x, y in pairs if x != 0 and y != 0]
@@ -82,27 +83,22 @@ def reference_group(pairs, c: Fraction, preset: str, out: str) -> Fraction:
         return Fraction(0)
     units_per_one = Fraction(2) ** (frac - max(exponents))  # addends are truncated to multiples of 2^(E - frac)
     units = sum(math.trunc(x * y * units_per_one) for x, y in nonzero) + math.trunc(c * units_per_one)
-    total = units / units_per_one
-    if out == "fp32":
-        return round_exact(total, kept, -126, 127, nearest=False)
-    return round_exact(total, *OUT[out], nearest=True)
+    return round_exact(units / units_per_one, kept, -126, 127, nearest=False)
 
 
 def reference_dot(a, b, preset: str, out: str = "fp32", promote_every: int | None = None) -> float:
+    """The groups chained in fp32; promoted segments summed in fp32 (nearest even); then `out` rounds the fp32
+    result once, to nearest even (what cuBLAS did on the H200: fp32 accumulation, one final conversion)."""
     group = PUBLISHED[preset][1]
     segment = promote_every or len(a)
-    promoted = Fraction(0)
+    total = Fraction(0)
     for start in range(0, len(a), segment):
         c = Fraction(0)
         for first in range(start, min(start + segment, len(a)), group):
             last = min(first + group, start + segment, len(a))
-            c = reference_group(
-                list(zip(a[first:last], b[first:last])), c, preset, out if not promote_every else "fp32"
-            )
-        if not promote_every:
-            return float(c)
-        promoted = round_exact(promoted + c, 23, -126, 127, nearest=True)  # fp32 add, nearest even
-    return float(promoted if out == "fp32" else round_exact(promoted, *OUT[out], nearest=True))
+            c = reference_group(list(zip(a[first:last], b[first:last])), c, preset)
+        total = round_exact(total + c, 23, -126, 127, nearest=True) if promote_every else c  # fp32 add, RNE
+    return float(total if out == "fp32" else round_exact(total, *OUT[out], nearest=True))
 
 
 # ---- random dot products built to expose the rule -------------------------------------------------------------------
@@ -239,7 +235,7 @@ def test_raising_the_accumulator_lowers_the_result():
     a = np.full(16, 2.0**-13)
     below, at_one = mma(a, a, 1 - 2.0**-24, "h100_fp16"), mma(a, a, 1.0, "h100_fp16")
     assert below == 1 + 2.0**-23 and at_one == 1.0 and at_one < below
-    assert reference_group(list(zip(a, a)), Fraction(1) - Fraction(1, 2**24), "h100_fp16", "fp32") == below
+    assert reference_group(list(zip(a, a)), Fraction(1) - Fraction(1, 2**24), "h100_fp16") == below
 
 
 def test_fp32_output_rounds_toward_zero_and_fp16_to_nearest():
@@ -248,6 +244,21 @@ def test_fp32_output_rounds_toward_zero_and_fp16_to_nearest():
     three_quarters = np.array([1.0, 0.75]), np.array([1.0, 2.0**-10])  # 1 + 0.75·2^-10: fp16 nearest is 1 + 2^-10
     assert mma(*three_quarters, 0.0, "h100_fp16", out="fp16") == 1 + 2.0**-10
     assert mma(*three_quarters, 0.0, "h100_fp16") == 1 + 0.75 * 2.0**-10
+
+
+@pytest.mark.parametrize(
+    ("preset", "out", "half_ulp"), [("h100_fp16", "fp16", 2.0**-11), ("h100_bf16", "bf16", 2.0**-8)]
+)
+def test_fp16_and_bf16_outputs_round_the_fp32_chain_once(preset, out, half_ulp):
+    """The H200's cuBLAS chains the groups in fp32 and rounds only the final result to fp16/bf16. Two groups each
+    add half an output ulp to 1: per group they would tie to 1 (even) twice; in fp32 they make one whole ulp."""
+    a = np.zeros(32)
+    a[0], a[1], a[16] = 1.0, half_ulp, half_ulp
+    assert fpsim.dot(a, np.ones(32), model=preset, out=out) == 1 + 2 * half_ulp
+    assert reference_dot(a, np.ones(32), preset, out) == 1 + 2 * half_ulp
+    assert mma(a[:16], np.ones(16), 0.0, preset, out=out) == 1.0  # one group alone: a tie, to even
+    text = fpsim.explain_dot(a[:18], np.ones(18), preset, out=out)
+    assert f"result in {out} (nearest even)" in text and "result of group 2" in text
 
 
 def test_tf32_inputs_are_truncated_on_a100_and_rounded_on_h100():

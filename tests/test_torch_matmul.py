@@ -65,13 +65,19 @@ def test_promote_every_equals_numpy(name, promote_every):
 
 
 def test_special_values_equal_numpy():
-    """inf - inf and 0·inf are NaN (+NaN), inf survives, an fp16 output past max is inf in every later group."""
+    """inf - inf and 0·inf are NaN (+NaN), inf survives, a finite fp32 result past fp16's max is inf in fp16."""
     a = np.array([[np.inf, 1, 2, 3, 0], [np.nan, 1, 1, 1, 1], [6e4, 6e4, 6e4, 1, 1], [0, 1, 1, 1, np.inf]] * 2)
+    a = np.vstack([a, [6e4, 0, 6e4, 6e4, 0]])  # 0·(-inf): NaN
     b = np.array([[1.0], [-np.inf], [3], [4], [1]]) * np.array([[1.0, -1.0]])
     for name in ["v100_fp16", "h100_fp16", "fp16_fp32acc", "fp32"]:
         for out in ("fp32", "fp16"):
             reference = fpsim.matmul(a, b, model=name, out=out)
             assert_same(ft.matmul(torch.from_numpy(a), torch.from_numpy(b), name, out=out), reference)
+    big = np.full((1, 20), 6e4)  # 20·6e4·3750 = 4.5e9: finite in the fp32 chain, inf once rounded to fp16
+    assert_same(
+        ft.matmul(torch.from_numpy(big), torch.from_numpy(big.T / 16), "h100_fp16", out="fp16"), np.array([[np.inf]])
+    )
+    assert fpsim.matmul(big, big.T / 16, model="h100_fp16", out="fp16")[0, 0] == np.inf
 
 
 @pytest.mark.parametrize("name", sorted(fpsim.MODELS))
@@ -102,11 +108,17 @@ def test_row_chunks_equal_one_pass(monkeypatch):
 
 @pytest.mark.parametrize(
     ("preset", "out", "last_kept"),
-    [("h200_fp16", "fp32", 25), ("h200_fp16", "fp16", 13), ("h200_bf16", "fp32", 25), ("h200_fp8_e4m3", "fp32", 13)],
+    [
+        ("h200_fp16", "fp32", 25),
+        ("h200_fp16", "fp16", 13),
+        ("h200_bf16", "fp32", 25),
+        ("h200_bf16", "bf16", 10),
+        ("h200_fp8_e4m3", "fp32", 13),
+    ],
 )
 def test_h200_fraction_probe(preset, out, last_kept):
     """Measured on an H200 (gpu_check_h200.json, frac_t): 1·1 + 8 products of 2^-t keeps 8·2^-t up to t =
-    last_kept (25 for fp16 and bf16 into fp32, 13 into fp16 and for fp8) and loses it beyond."""
+    last_kept (25 for fp16 and bf16 into fp32, 13 into fp16, 10 into bf16, 13 for fp8) and loses it beyond."""
     for t in range(8, 30):
         a, b = torch.zeros(64, dtype=torch.float64), torch.zeros(64, dtype=torch.float64)
         a[0], b[0], a[1:9], b[1:9] = 1.0, 1.0, 2.0 ** -(t // 2), 2.0 ** -(t - t // 2)  # fp16 holds the factors

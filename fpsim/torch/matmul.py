@@ -20,7 +20,7 @@ __all__ = ["matmul"]
 
 _NO_EXPONENT = -(1 << 20)  # a zero's exponent: below every real one, so zeros never set the alignment
 _LEAST_SCALE = 2 * _FLOAT64.fmt.emin  # _FLOAT64.scale's least exponent; sums of zeros only are scaled there
-_C_FRACTION_BITS = FP32.nmant  # the accumulator input c is an fp32 value (or a narrower output's)
+_C_FRACTION_BITS = FP32.nmant  # the accumulator input c is an fp32 value (or its accumulator_bits)
 _ELEMENTS_PER_STEP = 1 << 24  # int64 elements of one (rows, N, group) tensor: bounds memory on any device
 
 
@@ -81,8 +81,9 @@ class _UnitPlan:
     def split(self, x: torch.Tensor) -> _Split:
         return _split(torch.where(torch.isfinite(x), x, 0.0), self.inputs.emin, self.inputs.nmant)
 
-    def fused(self, a: _Split, b: _Split, c: torch.Tensor, out: Format) -> torch.Tensor:
-        """One group: split inputs a (M, g) and b (g, N), finite float64 c (M, N) → the sum rounded once to out."""
+    def fused(self, a: _Split, b: _Split, c: torch.Tensor) -> torch.Tensor:
+        """One group: split inputs a (M, g) and b (g, N), finite float64 c (M, N) → the sum rounded once toward
+        zero to the unit's accumulator (fp32, or its accumulator_bits)."""
         f = self.unit.fraction_bits
         product_exponent = a.exponent[:, None, :] + b.exponent.T[None, :, :]  # (M, N, g): the products' binades
         accumulator = _split(c, FP32.emin, _C_FRACTION_BITS)  # c has fp32's exponent range
@@ -93,39 +94,38 @@ class _UnitPlan:
         c_term = _aligned(accumulator.magnitude, _C_FRACTION_BITS, top - accumulator.exponent, f)
         total += _signed(c_term, accumulator.negative)
         exact = _FLOAT64.scale(total.to(torch.float64), top.clamp(min=_LEAST_SCALE + f) - f)  # exact: |total| < 2^53
-        if out == FP32:
-            return round_tensor(exact, self.unit.accumulator, "toward_zero")  # fp32, or its accumulator_bits
-        return round_tensor(exact, out, "nearest_even")
+        return round_tensor(exact, self.unit.accumulator, "toward_zero")  # fp32, or its accumulator_bits
 
-    def chain(self, a: torch.Tensor, b: torch.Tensor, a_split: _Split, b_split: _Split, out: Format) -> torch.Tensor:
-        """The unit over all of a's columns: each group's output is the next one's c, starting from c = 0."""
+    def chain(self, a: torch.Tensor, b: torch.Tensor, a_split: _Split, b_split: _Split) -> torch.Tensor:
+        """The unit over all of a's columns: each group's fp32 output is the next one's c, starting from c = 0."""
         finite_inputs = bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())
         c = a.new_zeros((a.shape[0], b.shape[1]))
         for start in range(0, a.shape[1], self.unit.group):
             stop = start + self.unit.group
-            result = self.fused(a_split.columns(start, stop), b_split.rows(start, stop), c, out)
-            if finite_inputs:
-                special, special_sum = ~torch.isfinite(c), c  # an fp16 output past max is inf, and stays inf
-            else:  # inf or NaN: IEEE's plain sum (inf, or NaN for inf - inf and 0·inf), whatever its order
-                special_sum = (a[:, None, start:stop] * b.T[None, :, start:stop]).sum(dim=-1) + c
-                special = ~torch.isfinite(special_sum)  # finite products of unit inputs cannot overflow float64
+            result = self.fused(a_split.columns(start, stop), b_split.rows(start, stop), c)
+            if finite_inputs:  # rounding toward zero never overflows: every c stays finite
+                c = result
+                continue
+            # inf or NaN: IEEE's plain sum (inf, or NaN for inf - inf and 0·inf), whatever its order
+            special_sum = (a[:, None, start:stop] * b.T[None, :, start:stop]).sum(dim=-1) + c
+            special = ~torch.isfinite(special_sum)  # finite products of unit inputs cannot overflow float64
             c = _plus_nan(torch.where(special, special_sum, result))
         return c
 
     def rows(self, a: torch.Tensor, b: torch.Tensor, a_split: _Split, b_split: _Split, out: Format, promote_every):
-        """Rows of a @ b. With promote_every=N the unit restarts from 0 every N terms; its fp32 results are added
-        into an fp32 accumulator (RNE, the CUDA cores), which is rounded once to `out`."""
+        """Rows of a @ b: the unit's fp32 result rounded once to `out` (nearest even for fp16/bf16). With
+        promote_every=N the unit restarts from 0 every N terms; its fp32 results are added into an fp32
+        accumulator (RNE, the CUDA cores), which `out` then rounds."""
         if promote_every is None:
-            return self.chain(a, b, a_split, b_split, out)
+            return _to_out(self.chain(a, b, a_split, b_split), out)
         total = torch.zeros((a.shape[0], b.shape[1]), dtype=torch.float32, device=a.device)
         for start in range(0, a.shape[1], promote_every):
             stop = start + promote_every
             partial = self.chain(
-                a[:, start:stop], b[start:stop], a_split.columns(start, stop), b_split.rows(start, stop), FP32
+                a[:, start:stop], b[start:stop], a_split.columns(start, stop), b_split.rows(start, stop)
             )
             total += partial.to(torch.float32)  # exact cast of an fp32 value; torch's float32 add is IEEE RNE
-        promoted = total.to(torch.float64)
-        return promoted if out == FP32 else round_tensor(promoted, out, "nearest_even")
+        return _to_out(total.to(torch.float64), out)
 
     def run(self, a: torch.Tensor, b: torch.Tensor, out: Format, promote_every: int | None) -> torch.Tensor:
         a, b = self.round_inputs(a), self.round_inputs(b)
@@ -137,6 +137,11 @@ class _UnitPlan:
                 for start, stop in _steps(a.shape[0], rows_per_step)
             ]
         )
+
+
+def _to_out(result: torch.Tensor, out: Format) -> torch.Tensor:
+    """The final fp32 result in `out`: fp32 as it is, fp16/bf16 rounded once to nearest even (cuBLAS's epilogue)."""
+    return result if out == FP32 else round_tensor(result, out, "nearest_even")
 
 
 def _steps(length: int, step: int) -> list[tuple[int, int]]:
@@ -236,8 +241,9 @@ def matmul(
 
     `model`: a matrix unit (a fpsim.matrix_unit.MATRIX_UNITS name such as 'h100_fp8_e4m3', or a MatrixUnit), or
     an accumulation model in order='sequential' (a fpsim.MODELS name such as 'fp32', or an AccumulationModel).
-    Operands are rounded to the model's input format first. `out`: the result format (a matrix unit's default
-    fp32, rounded toward zero; fp16 and bf16 round to nearest even; an accumulation model's default its own).
+    Operands are rounded to the model's input format first. `out`: the result format (a matrix unit chains in
+    fp32, rounding toward zero, and fp16/bf16 round its final fp32 result once to nearest even, as cuBLAS does on
+    an H200; an accumulation model's default is its own).
     `promote_every=N` (matrix units only): the unit restarts every N terms, partial results summed in fp32.
     """
     spec = _resolve(model)
