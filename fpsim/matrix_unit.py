@@ -80,6 +80,13 @@ def _check_count(name: str, value: object, low: int, high: int) -> None:
         raise ValueError(f"{name} must be an int between {low} and {high}, got {value!r}")
 
 
+def check_promote_every(promote_every: object) -> None:
+    """None, or a number of terms between promotions: an int in [1, 2^40]. One that is not a multiple of the
+    unit's group splits groups, which hardware cannot do: a hypothetical, allowed for experiments."""
+    if promote_every is not None:
+        _check_count("promote_every", promote_every, 1, 1 << 40)
+
+
 def _unit(name, inputs, group, fraction_bits, citation, description, **options) -> MatrixUnit:
     return MatrixUnit(name, inputs, group, fraction_bits, citation=citation, description=description, **options)
 
@@ -157,8 +164,7 @@ def unit_matmul(
     accumulator, rounded to nearest even ("CUDA cores", DeepSeek-V3 §3.3.2); `out` then rounds that sum once.
     """
     unit, out_format, (x, y), fmt = _prepare(unit, out, (a, b), fmt=fmt, inputs=inputs)
-    if promote_every is not None:
-        _check_count("promote_every", promote_every, 1, 1 << 40)
+    check_promote_every(promote_every)
     if x.ndim not in (1, 2) or y.ndim not in (1, 2):
         raise ValueError(f"a and b must be 1-D or 2-D on a matrix unit; got shapes {x.shape} and {y.shape}")
     left, right = np.atleast_2d(x), (y[:, None] if y.ndim == 1 else y)
@@ -167,6 +173,8 @@ def unit_matmul(
     if left.shape[1] == 0:
         raise ValueError("a and b have K = 0: a matrix unit needs at least one product")
     columns = np.ascontiguousarray(right.T)
+    if left.shape[0] == 0:  # no rows: an empty result of the right shape, as numpy's matmul gives
+        return np.zeros((0, columns.shape[0]))
     rows_per_chunk = max(1, _PRODUCTS_PER_CHUNK // max(1, columns.shape[0] * unit.group))
     result = np.concatenate(
         [

@@ -343,3 +343,9 @@ def test_h200_fp8_gemm_is_the_model_promoting_every_128():
     assert relative[-1] == measured["max relative error"]
     assert relative[(relative.size - 1) // 2] == measured["median relative error"]  # torch's median: the lower middle
     assert (error / (np.abs(a) @ np.abs(b))).max() == measured["max error / sum|ab|"]
+
+
+def test_no_rows_give_an_empty_result_and_numpy_ints_count():
+    assert fpsim.matmul(np.ones((0, 3)), np.ones((3, 2)), model="h100_fp16").shape == (0, 2)
+    ones = np.ones((2, 64))
+    assert (fpsim.matmul(ones, ones.T, model="h100_fp16", promote_every=np.int64(32)) == 64).all()

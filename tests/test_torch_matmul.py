@@ -179,3 +179,9 @@ def test_bad_input():
     pairwise = fpsim.AccumulationModel("pairwise_fp32", *(get_format("fp32"),) * 3, order="pairwise")
     with pytest.raises(ValueError, match=r"order='sequential' only.*use fpsim\.matmul"):
         ft.matmul(x, x, pairwise)
+
+
+def test_no_rows_give_an_empty_result_and_numpy_ints_count_as_in_numpy():
+    assert tuple(ft.matmul(torch.ones(0, 3), torch.ones(3, 2), "h100_fp16").shape) == (0, 2)
+    ones = torch.ones(2, 64)
+    assert bool((ft.matmul(ones, ones.T, "h100_fp16", promote_every=np.int64(32)) == 64).all())

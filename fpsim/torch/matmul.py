@@ -12,7 +12,7 @@ import torch
 
 from fpsim.accumulation import MODELS, AccumulationModel
 from fpsim.formats import FP32, Format, get_format
-from fpsim.matrix_unit import MATRIX_UNITS, OUTPUTS, MatrixUnit
+from fpsim.matrix_unit import MATRIX_UNITS, OUTPUTS, MatrixUnit, check_promote_every
 from fpsim.torch.codec import _FLOAT64, _floating
 from fpsim.torch.codec import round as round_tensor
 
@@ -130,6 +130,8 @@ class _UnitPlan:
     def run(self, a: torch.Tensor, b: torch.Tensor, out: Format, promote_every: int | None) -> torch.Tensor:
         a, b = self.round_inputs(a), self.round_inputs(b)
         a_split, b_split = self.split(a), self.split(b)
+        if a.shape[0] == 0:  # no rows: an empty result of the right shape
+            return torch.zeros((0, b.shape[1]), dtype=torch.float64, device=a.device)
         rows_per_step = max(1, _ELEMENTS_PER_STEP // max(1, b.shape[1] * self.unit.group))
         return torch.cat(
             [  # rows are independent: chunks of them bound the (rows, N, group) temporaries
@@ -215,8 +217,7 @@ def _check_promote_every(promote_every: object, spec: MatrixUnit | AccumulationM
         return
     if not isinstance(spec, MatrixUnit):
         raise ValueError(f"promote_every needs a matrix-unit model ({', '.join(MATRIX_UNITS)}); got {spec.name!r}")
-    if isinstance(promote_every, bool) or not isinstance(promote_every, int) or promote_every < 1:
-        raise ValueError(f"promote_every must be a positive int (or None), got {promote_every!r}")
+    check_promote_every(promote_every)  # the NumPy model's own check: one rule for both
 
 
 def _out_format(out: object, spec: MatrixUnit | AccumulationModel) -> Format:
