@@ -174,7 +174,7 @@ def test_bad_input():
         ft.matmul(x, x, "h100_fp16", out="fp8_e4m3")
     with pytest.raises(ValueError, match="promote_every needs a matrix-unit model"):
         ft.matmul(x, x, "fp32", promote_every=128)
-    with pytest.raises(ValueError, match="promote_every must be a positive int"):
+    with pytest.raises(ValueError, match="promote_every must be an int between 1 and"):
         ft.matmul(x, x, "h100_fp8_e4m3", promote_every=0)
     pairwise = fpsim.AccumulationModel("pairwise_fp32", *(get_format("fp32"),) * 3, order="pairwise")
     with pytest.raises(ValueError, match=r"order='sequential' only.*use fpsim\.matmul"):
