@@ -266,21 +266,20 @@ def explain_dot(a: object, b: object, unit: str | MatrixUnit, out: str = "fp32")
         kept, c_kept, shift = _aligned(products, exponents, c, unit.fraction_bits)
         quantum = 2.0 ** -int(shift)
         group_name = f"group {first // unit.group + 1}"
-        rows.append(_row(f"c ({group_name})", "", c, "", c_kept * quantum, c - c_kept * quantum))
-        for k, (u, v, p, e, q) in enumerate(zip(xs, ys, products, exponents, kept), start=first):
-            factors = f"{float(u)!r}×{float(v)!r}"  # no spaces: the table never wraps it
-            rows.append(_row(f"a[{k}]·b[{k}]", factors, p, str(int(e)) if p else "none", q * quantum, p - q * quantum))
+        rows.append(_row(f"c ({group_name})", c, "", c_kept * quantum, c - c_kept * quantum))
+        for k, (p, e, q) in enumerate(zip(products, exponents, kept), start=first):  # one row per exact product
+            rows.append(_row(f"a[{k}]·b[{k}]", p, str(int(e)) if p else "none", q * quantum, p - q * quantum))
         c = _fused(products, exponents, c, unit)
-        rows.append(_row(f"result of {group_name}", "", "", f"E = {unit.fraction_bits - int(shift)}", c, ""))
+        rows.append(_row(f"result of {group_name}", "", f"E = {unit.fraction_bits - int(shift)}", c, ""))
     if out_format != FP32:  # the chain is fp32; only its final result is rounded to `out`
-        rows.append(_row(f"result in {out_format.name} (nearest even)", "", "", "", _to_out(c, out_format), ""))
+        rows.append(_row(f"result in {out_format.name} (nearest even)", "", "", _to_out(c, out_format), ""))
     exact = math.fsum(map(float, x * y))  # correctly rounded to float64 (exact for small dot products)
     sequential = dot(x, y, "fp32")
     rows += [
-        ["exact sum (float64)", "", repr(exact), "", "", ""],
-        ["fp32 sequential", "", repr(float(sequential)), "", "", ""],
+        ["exact sum (float64)", repr(exact), "", "", ""],
+        ["fp32 sequential", repr(float(sequential)), "", "", ""],
     ]
-    columns = ["term", "a · b", "exact value", "exponent", "kept after alignment", "truncated"]
+    columns = ["term", "exact value a·b", "exponent", "kept after alignment", "truncated"]
     view = console(io.StringIO())
     view.print(
         f"{unit.name}: {unit.group} products per group, {unit.fraction_bits} fraction bits, out {out_format.name}"
