@@ -193,39 +193,6 @@ def test_promote_every_matches_the_reference(preset, every, out):
     np.testing.assert_array_equal(got, [reference_dot(x, y, preset, out, every) for x, y in zip(a, b)])
 
 
-# ---- what the H200 did (benchmarks/results/gpu_check_h200.json, "tensor core probes") --------------------------------
-
-
-def frac_probe(t: int, k: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    a, b = np.zeros(k), np.zeros(k)
-    a[0], b[0], a[1:9], b[1:9] = 1.0, 1.0, 2.0 ** -(t // 2), 2.0 ** -(t - t // 2)
-    return a, b
-
-
-@pytest.mark.parametrize(
-    ("preset", "out", "last_kept"),
-    [
-        ("h200_fp16", "fp32", 25),
-        ("h200_fp16", "fp16", 13),
-        ("h200_bf16", "fp32", 25),
-        ("h200_bf16", "bf16", 10),
-        ("h200_fp8_e4m3", "fp32", 13),
-    ],
-)
-def test_h200_fraction_probe(preset, out, last_kept):
-    for t in range(8, 30):
-        want = 1 + 2.0 ** (3 - t) if t <= last_kept else 1.0
-        assert fpsim.dot(*frac_probe(t), model=preset, out=out) == want, t
-
-
-@pytest.mark.parametrize(("preset", "out"), [("h200_fp16", "fp32"), ("h200_fp16", "fp16"), ("h200_bf16", "fp32")])
-def test_h200_group_probe(preset, out):
-    for p in range(2, 64):
-        a = np.zeros(64)
-        a[0], a[1], a[p] = 1.0, 2.0**-24, -1.0
-        assert fpsim.dot(a, np.ones(64), model=preset, out=out) == (2.0**-24 if p < 16 else 0.0), p
-
-
 # ---- consequences of the rule --------------------------------------------------------------------------------
 
 

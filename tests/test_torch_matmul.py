@@ -107,35 +107,6 @@ def test_row_chunks_equal_one_pass(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("preset", "out", "last_kept"),
-    [
-        ("h200_fp16", "fp32", 25),
-        ("h200_fp16", "fp16", 13),
-        ("h200_bf16", "fp32", 25),
-        ("h200_bf16", "bf16", 10),
-        ("h200_fp8_e4m3", "fp32", 13),
-    ],
-)
-def test_h200_fraction_probe(preset, out, last_kept):
-    """Measured on an H200 (gpu_check_h200.json, frac_t): 1·1 + 8 products of 2^-t keeps 8·2^-t up to t =
-    last_kept (25 for fp16 and bf16 into fp32, 13 into fp16, 10 into bf16, 13 for fp8) and loses it beyond."""
-    for t in range(8, 30):
-        a, b = torch.zeros(64, dtype=torch.float64), torch.zeros(64, dtype=torch.float64)
-        a[0], b[0], a[1:9], b[1:9] = 1.0, 1.0, 2.0 ** -(t // 2), 2.0 ** -(t - t // 2)  # fp16 holds the factors
-        assert float(ft.matmul(a, b, preset, out=out)) == (1 + 2.0 ** (3 - t) if t <= last_kept else 1.0), t
-
-
-@pytest.mark.parametrize("position", range(2, 20))
-def test_h200_group_probe(position):
-    """Measured on an H200: 1 + 2^-24 - 1, the -1 at `position`, keeps 2^-24 for positions 2..15 (one group of
-    16 holds all three) and loses it from 16 (the -1 joins the next group, after 1 + 2^-24 was truncated)."""
-    a = torch.zeros(32, dtype=torch.float64)
-    a[0], a[1], a[position] = 1.0, 2.0**-24, -1.0
-    result = float(ft.matmul(a, torch.ones(32, dtype=torch.float64), "h100_fp16"))
-    assert result == (2.0**-24 if position < 16 else 0.0)
-
-
-@pytest.mark.parametrize(
     ("a_shape", "b_shape", "shape"), [((3, 40), (40, 2), (3, 2)), ((40,), (40, 2), (2,)), ((3, 40), (40,), (3,))]
 )
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
