@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from timing import best_time  # the sibling module: benchmarks run as scripts from this folder
 
 import fpsim
 from fpsim.accumulation import general_loop
@@ -34,16 +35,6 @@ def cases(n: int) -> dict[str, Callable[[], object]]:
         "sum fp16, kahan": lambda: fpsim.sum(terms, "fp16", order="kahan"),
         f"matmul fp16_fp32acc 16x{depth}x16": lambda: fpsim.matmul(a, b, model="fp16_fp32acc"),
     }
-
-
-def best_time(run: Callable[[], object], repeat: int) -> float:
-    run()  # warm caches and lazy imports (ml_dtypes)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def general_time(run: Callable[[], object], fast_result: object, name: str) -> float:

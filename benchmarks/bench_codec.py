@@ -10,12 +10,12 @@ each fpsim result is checked bit for bit against its reference, so a fast wrong 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import ml_dtypes
 import numpy as np
 import torch
+from timing import best_time  # the sibling module: benchmarks run as scripts from this folder
 
 import fpsim
 
@@ -24,16 +24,6 @@ def wide_range_float32(n: int, seed: int = 0) -> np.ndarray:
     """sign·2^U(-30, 20)·(1 + U): spans fp16's subnormals, normals and overflow."""
     rng = np.random.default_rng(seed)
     return (rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-30, 20, n) * (1 + rng.random(n))).astype(np.float32)
-
-
-def best_time(run: Callable[[], object], repeat: int) -> float:
-    run()  # warm caches, lookup tables and lazy imports
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def cases(x: np.ndarray) -> dict[str, tuple[Callable[[], object], str | None]]:
