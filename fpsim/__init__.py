@@ -7,6 +7,7 @@ first use (`fpsim.train`, `fpsim.plots`, ...), so matplotlib, torch and hypothes
 from fpsim.accumulation import MODELS, AccumulationModel, dot, matmul, sum
 from fpsim.arithmetic import abs, add, div, fma, mul, neg, sqrt, sub
 from fpsim.array import FPArray, array
+from fpsim.blocks import BLOCK_FORMATS, BlockFormat, explain_block, get_block_format, quantize_blocks
 from fpsim.calc import calc
 from fpsim.codec import classify, decode, encode, fields, next_down, next_up, round
 from fpsim.explanation import Explanation, explain
@@ -61,6 +62,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BF16",
+    "BLOCK_FORMATS",
     "FP4_E2M1",
     "FP6_E2M3",
     "FP6_E3M2",
@@ -75,6 +77,7 @@ __all__ = [
     "ROUNDING_MODES",
     "TF32",
     "AccumulationModel",
+    "BlockFormat",
     "Explanation",
     "FPArray",
     "Flags",
@@ -90,15 +93,18 @@ __all__ = [
     "dot",
     "encode",
     "explain",
+    "explain_block",
     "explain_dot",
     "fields",
     "fma",
+    "get_block_format",
     "get_format",
     "matmul",
     "mul",
     "neg",
     "next_down",
     "next_up",
+    "quantize_blocks",
     "round",
     "sqrt",
     "sub",
