@@ -1,0 +1,497 @@
+"""Measured speed and memory of mixed precision on this device: matmul throughput per dtype, and one training step
+of each bundled model per policy, next to the claims "2–3× faster" and "50% less memory".
+
+Invariant: every timed region is synchronised with the device (CUDA events recorded around it, then waited for);
+times are medians after warm-up; torch's global matmul flags are restored after every measurement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import statistics
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+from rich.console import Group, RenderableType
+from rich.text import Text
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from fpsim import __version__
+from fpsim._terminal import table
+from fpsim.torch import models
+from fpsim.torch.training import resolve_device
+
+__all__ = ["CLAIMS", "MATMUL_DTYPES", "POLICIES", "BenchReport", "MatmulRow", "StepRow", "bench", "median_seconds"]
+
+SCHEMA = "fpsim.bench/1"
+MATMUL_DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8_e4m3")
+POLICIES = {
+    "fp32": "fp32 weights and ops (TF32 off)",
+    "amp": "torch.autocast(float16) over fp32 weights, torch.amp.GradScaler",
+    "bf16": "torch.autocast(bfloat16) over fp32 weights, no loss scaling",
+    "fp8": "fp8 GEMMs (torch._scaled_mm)",
+}
+CLAIMS = {"speed": "2–3× faster", "memory": "50% less memory"}
+_AUTOCAST = {"amp": torch.float16, "bf16": torch.bfloat16}
+_TORCH_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_FP8_CAPABILITY = (8, 9)  # Ada and Hopper: the first GPUs with FP8 Tensor Cores
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Sizes and repeats of one run: quick (seconds on a laptop CPU) or full."""
+
+    sizes: tuple[int, ...]
+    flops_per_region: int  # matmuls are repeated inside one timed region until it holds about this much work
+    warmup: int
+    repeat: int
+
+
+_PLANS = {
+    ("cpu", True): _Plan((128, 256), 2**26, warmup=1, repeat=3),
+    ("cpu", False): _Plan((256, 512, 1024), 2**28, warmup=2, repeat=7),
+    ("cuda", True): _Plan((1024, 4096), 2**36, warmup=3, repeat=5),
+    ("cuda", False): _Plan((1024, 2048, 4096, 8192), 2**38, warmup=5, repeat=15),
+}
+_STEP_REPEATS = {True: (2, 5), False: (5, 30)}  # (warm-up, timed) training steps, by quick
+
+
+@dataclass(frozen=True)
+class MatmulRow:
+    """One n×n by n×n product in one dtype: seconds per product (median), TFLOP/s (2n³ operations); or, with n
+    None, a dtype the device has no matmul for and a note saying why."""
+
+    dtype: str
+    n: int | None
+    seconds: float | None
+    tflops: float | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One training step (zero_grad, forward, loss, backward, optimizer step) of a bundled model under a policy:
+    median seconds, peak bytes, what ran; or a note saying why it was not measured."""
+
+    model: str
+    policy: str
+    ran: str
+    seconds: float | None
+    peak_bytes: int | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """What `bench` measured, the methods it used, and the claims set against the measurements."""
+
+    environment: dict
+    methods: dict
+    quick: bool
+    matmul: list[MatmulRow] = field(default_factory=list)
+    steps: list[StepRow] = field(default_factory=list)
+
+    def claims(self) -> list[dict]:
+        """Per model and low-precision policy: speed-up over fp32 (fp32 time / time) and memory ratio (peak /
+        fp32 peak), each with a plain verdict against CLAIMS."""
+        fp32 = {row.model: row for row in self.steps if row.policy == "fp32" and row.seconds is not None}
+        rows = []
+        for row in self.steps:
+            base = fp32.get(row.model)
+            if row.policy == "fp32" or row.seconds is None or base is None:
+                continue
+            speedup, ratio = base.seconds / row.seconds, row.peak_bytes / base.peak_bytes
+            rows.append({"model": row.model, "policy": row.policy, "speedup": speedup, "memory_ratio": ratio,
+                         "speed": speed_verdict(speedup), "memory": memory_verdict(ratio)})  # fmt: skip
+        return rows
+
+    def matmul_speedups(self) -> list[dict]:
+        """At the largest size measured: each dtype's TFLOP/s over fp32's."""
+        measured = [row for row in self.matmul if row.tflops is not None]
+        if not measured:
+            return []
+        n = max(row.n for row in measured)
+        at_n = {row.dtype: row.tflops for row in measured if row.n == n}
+        if "fp32" not in at_n:
+            return []
+        ratios = {dtype: tflops / at_n["fp32"] for dtype, tflops in at_n.items() if dtype != "fp32"}
+        return [{"dtype": dtype, "n": n, "speedup": r, "speed": speed_verdict(r)} for dtype, r in ratios.items()]
+
+    def to_dict(self) -> dict:
+        """A JSON-ready record (schema "fpsim.bench/1"); unmeasured values are null with a note."""
+        return {
+            "schema": SCHEMA,
+            "fpsim": __version__,
+            "quick": self.quick,
+            "environment": self.environment,
+            "methods": self.methods,
+            "matmul": [asdict(row) for row in self.matmul],
+            "steps": [asdict(row) for row in self.steps],
+            "claims": {**CLAIMS, "steps": self.claims(), "matmul": self.matmul_speedups()},
+        }
+
+    def table(self) -> RenderableType:
+        """The report for the terminal: where it ran, matmul throughput, the training steps with their speed-up and
+        memory saving next to the claims, what did not run and why, and the methods."""
+        env = self.environment
+        where = (
+            f"{env['name']} ({env['device']}, {env['threads']} threads)" if env["capability"] is None else env["name"]
+        )
+        quick = ", --quick: small sizes, few repeats" if self.quick else ""
+        parts: list[RenderableType] = [Text(f"fpsim bench on {where}, torch {env['torch']}{quick}", style="bold")]
+        parts += [Text(""), Text("Matmul throughput, n×n by n×n, TFLOP/s (× fp32):"), _matmul_table(self.matmul)]
+        parts += [Text(""), Text("One training step, median, and its peak memory:"), self._step_table()]
+        parts += [Text(""), *(Text(line) for line in self.summary())]
+        notes = [f"{row.dtype}: {row.note}" for row in self.matmul if row.seconds is None]
+        notes += sorted({f"{row.policy}: {row.note}" for row in self.steps if row.seconds is None})
+        notes += list(dict.fromkeys(f"{row.policy}: {row.ran}" for row in self.steps if row.seconds is not None))
+        notes += [f"timing: {self.methods['timing']}", f"memory: {self.methods['memory']}"]
+        return Group(*parts, Text(""), *(Text(note, style="dim") for note in notes))
+
+    def _policies_run(self) -> list[str]:
+        return list(dict.fromkeys(row.policy for row in self.steps if row.seconds is not None))
+
+    def _step_table(self):
+        claims = {(row["model"], row["policy"]): row for row in self.claims()}
+        cells = []
+        for row in self.steps:
+            if row.seconds is None:
+                continue
+            claim = claims.get((row.model, row.policy))
+            speed = f"{claim['speedup']:.2f}×" + (" slower" if claim["speedup"] < 1 else "") if claim else "1×"
+            saved = f"{1 - claim['memory_ratio']:.0%}" if claim else "-"
+            cells.append([row.model, row.policy, _ms(row.seconds), speed, _mib(row.peak_bytes), saved])
+        columns = ["model", "policy", "ms/step", f"speed-up (claim: {CLAIMS['speed']})", "peak MiB",
+                   f"memory saved (claim: {CLAIMS['memory']})"]  # fmt: skip
+        return table(columns, cells, ["left", "left", "right", "right", "right", "right"])
+
+    def summary(self) -> list[str]:
+        """One plain sentence per low-precision policy: its speed-up and memory saving over the models, against
+        the claims."""
+        lines = []
+        for policy in self._policies_run()[1:]:
+            rows = [row for row in self.claims() if row["policy"] == policy]
+            speed = [row["speedup"] for row in rows]
+            saved = [1 - row["memory_ratio"] for row in rows]
+            verdict = "slower than fp32 for every model" if max(speed) < 1 else speed_verdict(min(speed))
+            if min(speed) < 1 <= max(speed):
+                verdict = "slower than fp32 for some models"
+            lines.append(f"{policy}: {_span(speed, '{:.2f}×')} fp32's speed ({verdict}; the claim is 2–3×), "
+                         f"{_span(saved, '{:.0%}')} less memory (the claim is 50%)")  # fmt: skip
+        for row in self.matmul_speedups():
+            lines.append(
+                f"{row['dtype']} matmul at n = {row['n']}: {row['speedup']:.2f}× fp32's TFLOP/s ({row['speed']})"
+            )
+        return lines
+
+
+def _span(values: list[float], pattern: str) -> str:
+    low, high = pattern.format(min(values)), pattern.format(max(values))
+    return low if low == high else f"{low} to {high}"
+
+
+def speed_verdict(speedup: float) -> str:
+    """A speed-up over fp32 in words, against the claimed 2–3×."""
+    if speedup < 1:
+        return f"slower than fp32: {1 / speedup:.2f}× the time"
+    if speedup < 2:
+        return "faster, short of the claimed 2–3×"
+    return "within the claimed 2–3×" if speedup <= 3 else "beyond the claimed 2–3×"
+
+
+def memory_verdict(ratio: float) -> str:
+    """A peak-memory ratio to fp32 in words, against the claimed 50% saving."""
+    if ratio > 1:
+        return f"{ratio - 1:.0%} more than fp32; the claim is 50% less"
+    return f"saves {1 - ratio:.0%}; the claim is 50%"
+
+
+def _matmul_table(rows: list[MatmulRow]):
+    measured = [row for row in rows if row.tflops is not None]
+    dtypes = list(dict.fromkeys(row.dtype for row in measured))
+    sizes = list(dict.fromkeys(row.n for row in measured))
+    tflops = {(row.dtype, row.n): row.tflops for row in measured}
+    cells = [[str(n), *(_throughput(tflops.get((dtype, n)), tflops.get(("fp32", n))) for dtype in dtypes)]
+             for n in sizes]  # fmt: skip
+    return table(["n", *dtypes], cells)
+
+
+def _throughput(tflops: float | None, fp32: float | None) -> str:
+    if tflops is None:
+        return ""
+    return f"{tflops:.4g}" + ("" if fp32 is None or tflops == fp32 else f" ({tflops / fp32:.2f}×)")
+
+
+def _text(value: float | None, pattern: str = "{}") -> str:
+    return "" if value is None else pattern.format(value)
+
+
+def _ms(seconds: float | None) -> str:
+    return _text(None if seconds is None else seconds * 1e3, "{:.4g}")
+
+
+def _mib(count: int | None) -> str:
+    return _text(None if count is None else count / 2**20, "{:.3f}")
+
+
+# ---- timing ---------------------------------------------------------------------------------------------------
+def median_seconds(run: Callable[[], object], device: torch.device, repeat: int, warmup: int = 1) -> float:
+    """The median time of `repeat` calls of `run` after `warmup` untimed ones. On CUDA each call sits between two
+    recorded CUDA events, the end event is waited for before the time is read, and the device is synchronised
+    after the warm-up, so queued work never leaks into a timed region; on the CPU, perf_counter around the call."""
+    for _ in range(warmup):
+        run()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)  # the warm-up's queued kernels finish outside the timed regions
+    times = []
+    for _ in range(repeat):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()  # the host waits until the device has run everything queued in the region
+            times.append(start.elapsed_time(end) / 1e3)  # elapsed_time is in milliseconds
+        else:
+            began = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def matmul_precision(tf32: bool) -> Iterator[None]:
+    """TF32 on or off for fp32 matmuls and convolutions (CUDA flags and float32_matmul_precision), restored after."""
+    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (cuda.allow_tf32, cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    cuda.allow_tf32 = cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    try:
+        yield
+    finally:
+        cuda.allow_tf32, cudnn.allow_tf32 = saved[0], saved[1]
+        torch.set_float32_matmul_precision(saved[2])
+
+
+# ---- matmul throughput ------------------------------------------------------------------------------------------
+def unavailable(dtype: str, device: torch.device) -> str | None:
+    """Why `dtype` has no matmul of its own on `device`, or None where it has one."""
+    if dtype == "tf32":
+        if device.type != "cuda":
+            return "not available on this device: TF32 is a mode of NVIDIA Tensor Cores; the CPU computes fp32"
+        if torch.cuda.get_device_capability(device) < (8, 0):
+            return "not available on this device: TF32 needs compute capability 8.0 (Ampere) or newer"
+    if dtype == "fp8_e4m3":
+        return fp8_unavailable(device)
+    return None
+
+
+def fp8_unavailable(device: torch.device) -> str | None:
+    """Why `device` has no FP8 matrix units reachable from torch, or None where it has them."""
+    if device.type != "cuda":
+        return "not available on this device: no FP8 matrix units (CUDA compute capability 8.9+ has them)"
+    if torch.cuda.get_device_capability(device) < _FP8_CAPABILITY or not hasattr(torch, "_scaled_mm"):
+        return "not available on this device: FP8 GEMMs need torch._scaled_mm and compute capability 8.9 or newer"
+    return None
+
+
+def _product(dtype: str, n: int, device: torch.device) -> Callable[[], torch.Tensor]:
+    """One n×n by n×n product in `dtype` on `device`, operands made once."""
+    generator = torch.Generator(device=device).manual_seed(n)
+    a, b = (torch.randn(n, n, generator=generator, device=device) for _ in range(2))
+    if dtype == "fp8_e4m3":
+        one = torch.ones((), device=device)
+        a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn).t().contiguous().t()  # b column-major
+        return lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    a, b = a.to(_TORCH_DTYPES[dtype]), b.to(_TORCH_DTYPES[dtype])
+    return lambda: torch.mm(a, b)
+
+
+def measure_matmul(dtype: str, n: int, device: torch.device, plan: _Plan) -> MatmulRow:
+    """TFLOP/s of `dtype` at size n: `calls` products per timed region, so small sizes are not launch-bound."""
+    product, flops = _product(dtype, n, device), 2 * n**3
+    calls = max(1, plan.flops_per_region // flops)
+
+    def region() -> None:
+        for _ in range(calls):
+            product()
+
+    with matmul_precision(tf32=dtype == "tf32"):
+        seconds = median_seconds(region, device, plan.repeat, plan.warmup) / calls
+    note = "fp32 inputs on TF32 Tensor Cores" if dtype == "tf32" else ""
+    return MatmulRow(dtype, n, seconds, flops / seconds / 1e12, note)
+
+
+# ---- one training step ----------------------------------------------------------------------------------------
+class _Step:
+    """A bundled model on `device` with an SGD optimizer: `run()` is one training step under `policy`."""
+
+    def __init__(self, name: str, policy: str, device: torch.device) -> None:
+        example = models.load(name)
+        self.model, self.loss_fn = example.model.to(device), example.loss_fn
+        self.batch, self.target = example.batch.to(device), example.target.to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
+        self.device, self.dtype = device, _AUTOCAST.get(policy)
+        self.scaler = torch.amp.GradScaler(device.type) if policy == "amp" else None
+
+    def run(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.forward_backward_update()
+
+    def forward_backward_update(self) -> None:
+        autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+        with autocast:
+            loss = self.loss_fn(self.model(self.batch), self.target)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)  # skips the update when a gradient overflowed
+            self.scaler.update()
+
+    def state(self) -> Iterator[torch.Tensor]:
+        """Every tensor the step keeps between calls: parameters, buffers, optimizer and scaler state, the batch."""
+        yield from self.model.parameters()
+        yield from self.model.buffers()
+        for values in self.optimizer.state.values():
+            yield from (v for v in values.values() if isinstance(v, torch.Tensor))
+        if self.scaler is not None:
+            yield from (t for t in (self.scaler._scale, self.scaler._growth_tracker) if t is not None)
+        yield from (self.batch, self.target)
+
+
+class LiveBytes(TorchDispatchMode):
+    """Bytes of live tensor storage while active: every storage an operator returns is counted once, until it is
+    freed (a weak-reference finalizer); `peak` is the largest total seen. Storages made before are not seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in tree_flatten(out)[0]:
+            if isinstance(value, torch.Tensor):
+                self._track(value.untyped_storage())
+        return out
+
+    def _track(self, storage: torch.UntypedStorage) -> None:
+        key = storage._cdata  # the C++ storage's address: a view or an in-place result shares it
+        if key in self.live:
+            return
+        self.live[key] = storage.nbytes()
+        self.current += storage.nbytes()
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key)
+
+
+def storage_bytes(tensors: Iterator[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind `tensors` (views of one storage count once)."""
+    storages = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def peak_bytes(step: _Step) -> int:
+    """Peak memory of one step with the gradients freed first: torch.cuda.max_memory_allocated on CUDA; on the
+    CPU, the step's kept state plus the peak of live tensors it creates (LiveBytes)."""
+    step.optimizer.zero_grad(set_to_none=True)
+    if step.device.type == "cuda":
+        torch.cuda.synchronize(step.device)
+        torch.cuda.reset_peak_memory_stats(step.device)
+        step.forward_backward_update()
+        torch.cuda.synchronize(step.device)
+        return torch.cuda.max_memory_allocated(step.device)
+    kept = storage_bytes(step.state())
+    with LiveBytes() as live:
+        step.forward_backward_update()
+    return kept + live.peak
+
+
+def measure_step(name: str, policy: str, device: torch.device, quick: bool) -> StepRow:
+    """Median time and peak memory of one training step of model `name` under `policy`."""
+    if policy == "fp8":
+        reason = fp8_unavailable(device) or (
+            "not measured: fpsim has no fp8 training recipe for real FP8 GEMMs (the bundled models' layers are "
+            "mostly narrower than _scaled_mm's multiples of 16); the fp8_e4m3 matmul row shows the raw speed"
+        )
+        return StepRow(name, policy, POLICIES[policy], None, None, reason)
+    warmup, repeat = _STEP_REPEATS[quick]
+    with matmul_precision(tf32=False):
+        step = _Step(name, policy, device)
+        seconds = median_seconds(step.run, device, repeat, warmup)
+        peak = peak_bytes(step)
+    return StepRow(name, policy, _ran(policy, device), seconds, peak)
+
+
+def _ran(policy: str, device: torch.device) -> str:
+    if policy in _AUTOCAST and device.type == "cpu":
+        return POLICIES[policy] + " on the CPU"
+    return POLICIES[policy]
+
+
+# ---- the whole bench ------------------------------------------------------------------------------------------
+def environment(device: torch.device) -> dict:
+    record = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+              "threads": torch.get_num_threads(), "capability": None}  # fmt: skip
+    if device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        record |= {"name": torch.cuda.get_device_name(device), "capability": f"{capability[0]}.{capability[1]}",
+                   "cuda": torch.version.cuda}  # fmt: skip
+    else:
+        record["name"] = cpu_name()
+    return record
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
+        for line in info:
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def methods(device: torch.device, plan: _Plan, quick: bool) -> dict:
+    sync = (
+        "CUDA events recorded around each timed region, the end event waited for; device synchronised after warm-up"
+        if device.type == "cuda"
+        else "time.perf_counter around each timed region (CPU ops are synchronous)"
+    )
+    memory = (
+        "torch.cuda.max_memory_allocated after reset_peak_memory_stats: every tensor on the device during one "
+        "step (gradients freed first)"
+        if device.type == "cuda"
+        else "tensor bytes: the step's kept state (parameters, buffers, optimizer and scaler state, batch) plus the "
+        "peak of live tensor storage it creates, counted op by op through a TorchDispatchMode (torch's CPU "
+        "allocator keeps no peak, and process RSS also holds Python and freed pages); gradients freed first"
+    )
+    warmup, repeat = _STEP_REPEATS[quick]
+    timing = (f"medians: of {plan.repeat} timed regions after {plan.warmup} warm-up (matmuls), of {repeat} steps after "
+              f"{warmup} (training); {sync}")  # fmt: skip
+    return {"timing": timing, "memory": memory, "matmul": "2n³ operations per product; fp8 via torch._scaled_mm, "
+            "unit scales, bf16 out; TF32 on only for the tf32 rows"}  # fmt: skip
+
+
+def bench(device: str = "auto", quick: bool = False) -> BenchReport:
+    """Measure matmul throughput per dtype and a training step of each bundled model per policy on `device`
+    ("cpu", "cuda", "cuda:N" or "auto"); `quick` uses small sizes and few repeats (seconds on a CPU)."""
+    if not isinstance(quick, bool):
+        raise TypeError(f"quick must be True or False; got {quick!r}")
+    where = resolve_device(device)
+    plan = _PLANS[(where.type, quick)]
+    missing = {dtype: unavailable(dtype, where) for dtype in MATMUL_DTYPES}
+    matmul = [MatmulRow(dtype, None, None, None, reason) for dtype, reason in missing.items() if reason]
+    matmul += [measure_matmul(d, n, where, plan) for n in plan.sizes for d in MATMUL_DTYPES if not missing[d]]
+    steps = [measure_step(name, policy, where, quick) for name in models.MODELS for policy in POLICIES]
+    return BenchReport(environment(where), methods(where, plan, quick), quick, matmul, steps)
