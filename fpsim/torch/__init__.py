@@ -15,15 +15,21 @@ except ImportError as err:
         "fpsim.torch needs PyTorch; install it with: pip install fpsim[torch]", name="torch"
     ) from err
 
+from fpsim.torch.bench import BenchReport, bench
+from fpsim.torch.audit import Audit, audit
 from fpsim.torch.codec import CLASSES, classify, decode, encode, round
 from fpsim.torch.matmul import matmul
 from fpsim.torch.native import NATIVE_CASTS, native_overflow
 from fpsim.torch.quantize import Quantize, fake_quantize, quantize
 
 __all__ = [
+    "Audit",
     "CLASSES",
     "NATIVE_CASTS",
+    "BenchReport",
     "Quantize",
+    "audit",
+    "bench",
     "classify",
     "decode",
     "encode",
