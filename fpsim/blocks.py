@@ -61,7 +61,7 @@ NAN_BLOCK_POLICIES = {
     "raise": "NaN or ±inf input raises ValueError",
 }
 E8M0_EMIN, E8M0_EMAX = -127, 127
-_E4M3_SCALE_MIN = FP8_E4M3.smallest_normal  # 2^-6: torchao clamps block scales here before the e4m3 cast
+E4M3_SCALE_MIN = FP8_E4M3.smallest_normal  # 2^-6: torchao clamps block scales here before the e4m3 cast
 _MAX_ELEMENT_PRECISION_UNDER_E4M3 = 24  # keeps x / (s_t·S_b) rounded once exact (module docstring)
 _SCALE_ALIASES = {
     "e8m0": "e8m0",
@@ -296,7 +296,7 @@ def e4m3_block_scales(amax: np.ndarray, element: Format, tensor_scale: float) ->
     """S_b = RNE_e4m3(amax / (element max · s_t)) clamped to [2^-6, 448] (torchao's clamp), one rounding."""
     with np.errstate(over="ignore"):  # a given tensor scale far below amax / 2688: inf, which saturates at 448
         ratio = amax / (element.max * tensor_scale)  # the divisor is exact (≤ 28 bits); rounded once (docstring)
-    return np.maximum(round_to(ratio, FP8_E4M3, overflow="saturate"), _E4M3_SCALE_MIN)
+    return np.maximum(round_to(ratio, FP8_E4M3, overflow="saturate"), E4M3_SCALE_MIN)
 
 
 def _quantize_rows(blocks: np.ndarray, plan: BlockPlan, tensor_scale: float, rng: object) -> tuple:
@@ -347,7 +347,7 @@ def _quantize_chunk(blocks: np.ndarray, plan: BlockPlan, tensor_scale: float, ro
     return elements, values, np.where(nan, np.nan, scales), flushed, saturated, nan
 
 
-def _split_blocks(rows: np.ndarray, block: int) -> list[np.ndarray]:
+def split_blocks(rows: np.ndarray, block: int) -> list[np.ndarray]:
     """The full blocks of every row as one (rows·nfull, block) array, then the short last blocks (rows, tail)."""
     full = (rows.shape[1] // block) * block
     parts = [rows[:, :full].reshape(-1, block)]
@@ -382,7 +382,7 @@ def quantize_blocks(
     axis = normalize_axis(axis, values.ndim)
     plan.check_length(values.shape[axis], axis)
     moved = np.moveaxis(values, axis, -1)
-    rows = moved.reshape(-1, moved.shape[-1])
+    rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
     finite_values = np.isfinite(rows)
     if not finite_values.all():
         plan.refuse_nonfinite(_count_bad_blocks(finite_values, plan.fmt.block))
@@ -392,11 +392,11 @@ def quantize_blocks(
         t_scale = given_scale
     else:
         t_scale = plan.default_tensor_scale(float(np.abs(rows[finite_values]).max(initial=0.0)))
-    parts = [_quantize_rows(part, plan, t_scale, rng) for part in _split_blocks(rows, plan.fmt.block)]
+    parts = [_quantize_rows(part, plan, t_scale, rng) for part in split_blocks(rows, plan.fmt.block)]
     elements, result, scales, flushed, saturated, nan = (
         _join(rows.shape[0], [part[i] for part in parts]) for i in range(6)
     )
-    blocks_shape = (*moved.shape[:-1], -1)
+    blocks_shape = (*moved.shape[:-1], -(-moved.shape[-1] // plan.fmt.block))
 
     def per_element(array: np.ndarray) -> np.ndarray:
         return np.moveaxis(array.reshape(moved.shape), -1, axis)
@@ -411,13 +411,13 @@ def quantize_blocks(
 
 
 def _count_bad_blocks(finite: np.ndarray, block: int) -> int:
-    return int(sum(int((~part.all(axis=1)).sum()) for part in _split_blocks(finite, block)))
+    return int(sum(int((~part.all(axis=1)).sum()) for part in split_blocks(finite, block)))
 
 
 def _join(nrows: int, parts: list[np.ndarray]) -> np.ndarray:
     """Per row, the full blocks' entries then the short block's (each part holds `nrows` rows' worth)."""
-    if len(parts) == 1:
-        return parts[0].reshape(nrows, -1)
+    if nrows == 0:  # no rows at all: nothing to join (reshape cannot infer a width from size 0)
+        return parts[0].reshape(0, 0)
     return np.concatenate([part.reshape(nrows, -1) for part in parts], axis=1)
 
 
