@@ -15,17 +15,18 @@ except ImportError as err:
         "fpsim.torch needs PyTorch; install it with: pip install fpsim[torch]", name="torch"
     ) from err
 
-from fpsim.torch.bench import BenchReport, bench
 from fpsim.torch.audit import Audit, audit
+from fpsim.torch.bench import BenchReport, bench
+from fpsim.torch.blocks import quantize_blocks
 from fpsim.torch.codec import CLASSES, classify, decode, encode, round
 from fpsim.torch.matmul import matmul
 from fpsim.torch.native import NATIVE_CASTS, native_overflow
 from fpsim.torch.quantize import Quantize, fake_quantize, quantize
 
 __all__ = [
-    "Audit",
     "CLASSES",
     "NATIVE_CASTS",
+    "Audit",
     "BenchReport",
     "Quantize",
     "audit",
@@ -37,5 +38,6 @@ __all__ = [
     "matmul",
     "native_overflow",
     "quantize",
+    "quantize_blocks",
     "round",
 ]
