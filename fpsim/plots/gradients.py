@@ -7,13 +7,13 @@ the codec's flag counts on the same data).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.patches import Patch
 
-from fpsim.formats import Format
-from fpsim.plots.layout import formats_list, panel_grid
+from fpsim.formats import Format, get_format
+from fpsim.plots.layout import formats_list, panel_grid, power_label
 from fpsim.plots.style import REGION_COLORS
 from fpsim.plots.training import scenario_name
 from fpsim.train import History
@@ -65,19 +65,43 @@ WHOLE_RANGE_BINADES = 64  # a format spanning at most this many binades (fp16, f
 EDGE_MARGIN = 3  # binades shown past a band edge, so that the band beyond it is seen
 
 
-def check_scale(scale: float | None) -> None:
-    """A loss scale for gradient_histogram: None, or a finite number > 0."""
-    if scale is not None and not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a finite number > 0 (a loss scale such as 65536), got {scale:g}")
+Scale = float | Mapping[str, float | None] | None  # one loss scale, one per format name, or none
+
+
+def check_scale(scale: Scale) -> None:
+    """A loss scale for gradient_histogram: None, a finite number > 0, or a mapping of format names to those."""
+    for value in scale.values() if isinstance(scale, Mapping) else [scale]:
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"scale must be a finite number > 0 (a loss scale such as 65536), got {value:g}")
+
+
+def _scales(scale: Scale, fmts: list[Format]) -> dict[str, float | None]:
+    """The loss scale of each format's panels: the one scale for all, or the mapping's (None where it has none)."""
+    if not isinstance(scale, Mapping):
+        return dict.fromkeys((f.name for f in fmts), scale)
+    named = {get_format(name).name: value for name, value in scale.items()}
+    if unknown := set(named) - {f.name for f in fmts}:
+        raise ValueError(f"scale names {', '.join(sorted(unknown))}, which formats lacks: scale only drawn formats")
+    return {f.name: named.get(f.name) for f in fmts}
+
+
+def _scale_text(scale: float) -> str:
+    """65536 as it is; a power of two beyond a million (2^34, 2^127) as a power."""
+    return power_label(scale) if scale > 1e6 else f"{scale:g}"
+
+
+def _samples(data: np.ndarray, scale: float | None) -> list[tuple[str, np.ndarray]]:
+    return [("as computed", data)] + ([(f"× {_scale_text(scale)} (loss scale)", data * scale)] if scale else [])
 
 
 def gradient_histogram(
-    values: object, formats: Sequence[Format | str] | Format | str = ("fp16",), scale: float | None = None,
+    values: object, formats: Sequence[Format | str] | Format | str = ("fp16",), scale: Scale = None,
     bins: int = 80, ax: object = None,
 ):  # fmt: skip
     """Histogram of log2|g| against each format's flush, subnormal, normal and overflow bands, one panel per
-    format; with `scale`, a second panel per format shows the same gradients times the loss scale. Every panel
-    shares one x range, so the shift that scaling causes is visible.
+    format; with `scale`, a second panel per format shows the same gradients times the loss scale (`scale` may map
+    format names to their own scales, as fpsim.torch.audit recommends them). Every panel shares one x range, so
+    the shift that scaling causes is visible.
 
     `values` is an array of gradients, or a History: its last step's gradient sample, named in the title.
     """
@@ -85,8 +109,8 @@ def gradient_histogram(
     history = values if isinstance(values, History) else None
     data = _gradient_values(history.gradient_sample if history else values)
     check_scale(scale)
-    samples = [("as computed", data)] + ([(f"× {scale:g} (loss scale)", data * scale)] if scale else [])
-    panels = [(fmt, name, sample) for fmt in fmts for name, sample in samples]
+    scales = _scales(scale, fmts)
+    panels = [(fmt, name, sample) for fmt in fmts for name, sample in _samples(data, scales[fmt.name])]
     figure, grid = panel_grid(ax, len(panels), 1, (10, 1.0 + 2.6 * len(panels)), sharex=True)
     logs = [np.log2(np.abs(sample[sample != 0])) for _, _, sample in panels]
     left, right = _window(fmts, logs)
@@ -121,8 +145,11 @@ def _window(fmts: list[Format], logs: list[np.ndarray]) -> tuple[float, float]:
     return min([low, *(e - EDGE_MARGIN for e in shown)]), max([high, *(e + EDGE_MARGIN for e in shown)])
 
 
-def _histogram_title(history: History | None, size: int, scale: float | None) -> str:
-    shown = f"as computed and × {scale:g} (loss scale)" if scale else "as computed (unscaled)"
+def _histogram_title(history: History | None, size: int, scale: Scale) -> str:
+    if isinstance(scale, Mapping):
+        shown = "as computed and × each format's loss scale" if any(scale.values()) else "as computed (unscaled)"
+    else:
+        shown = f"as computed and × {_scale_text(scale)} (loss scale)" if scale else "as computed (unscaled)"
     if history is None:
         return f"Gradient magnitudes ({size} finite values) against each format's bands, {shown}"
     scenario = scenario_name(history.config)
