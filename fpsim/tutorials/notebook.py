@@ -1,0 +1,79 @@
+"""A tutorial as a Jupyter notebook (nbformat v4): its markdown and code cells, validated before it is written.
+
+Invariant: the notebook holds the tutorial's cells in order, unexecuted, and is written atomically only after
+nbformat has validated it; solution cells start collapsed (`source_hidden`), as the exercises ask.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fpsim._extras import MissingExtraError
+from fpsim._files import atomic_write, check_output_path
+from fpsim.tutorials.source import Tutorial
+
+__all__ = ["notebook", "notebook_path", "write_notebook"]
+
+_KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
+# Tutorials draw on matplotlib Figures without pyplot; Jupyter shows a cell's Figure value as an image only once
+# the inline backend is on (importing pyplot would switch it on, but is not something a tutorial needs).
+_INLINE = "%matplotlib inline"
+
+
+def _nbformat():
+    try:
+        import nbformat
+    except ImportError:
+        raise MissingExtraError(
+            "writing a notebook needs nbformat: pip install 'fpsim[notebook]' (or pip install nbformat)",
+            name="nbformat",
+        ) from None
+    return nbformat
+
+
+def notebook(tutorial: Tutorial):
+    """The tutorial as a validated nbformat v4 NotebookNode: its cells, with `%matplotlib inline` after the title
+    so that figures show under the cells that return them."""
+    nbformat = _nbformat()
+    v4 = nbformat.v4
+    cells = [
+        v4.new_markdown_cell(cell.source)
+        if cell.kind == "markdown"
+        else v4.new_code_cell(cell.source, metadata=_solution_metadata() if cell.is_solution else {})
+        for cell in tutorial.cells
+    ]
+    cells.insert(1, v4.new_code_cell(_INLINE, metadata={"tags": ["setup"]}))  # after the title cell
+    book = v4.new_notebook(cells=cells, metadata={"kernelspec": _KERNEL, "language_info": {"name": "python"}})
+    nbformat.validate(book)
+    return book
+
+
+def _solution_metadata() -> dict:
+    return {"jupyter": {"source_hidden": True}, "tags": ["solution"]}
+
+
+def notebook_path(tutorial: Tutorial, where: str | os.PathLike) -> Path:
+    """Where the notebook goes: `where` itself when it ends in .ipynb, else NN_slug.ipynb inside the folder."""
+    where = Path(where)
+    return where if where.suffix.lower() == ".ipynb" else where / f"{tutorial.path.stem}.ipynb"
+
+
+def write_notebook(tutorial: Tutorial, where: str | os.PathLike, *, argument: str = "where") -> Path:
+    """Write the tutorial's notebook to `where` (a folder, or a path ending in .ipynb), atomically; the path."""
+    path = notebook_path(tutorial, where)
+    if path != Path(where):  # a folder: made if missing
+        _make_folder(Path(where), argument)
+    check_output_path(path, suffixes=(".ipynb",), argument=argument)
+    nbformat = _nbformat()
+    book = notebook(tutorial)
+    return atomic_write(path, lambda file: nbformat.write(book, file), suffixes=(".ipynb",), argument=argument)
+
+
+def _make_folder(where: Path, argument: str) -> None:
+    if where.exists() and not where.is_dir():
+        raise ValueError(f"{argument} {str(where)!r} is a file: name a folder, or a path ending in .ipynb")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{argument} {str(where)!r}: cannot create the folder ({err.strerror})") from None
