@@ -18,7 +18,8 @@ from fpsim.formats import NAN_ENCODINGS, format_names
 
 __all__ = ["UsageError", "build_parser", "main", "parse_value"]
 
-_COMMANDS = ("experiments", "codec", "calc", "train", "plot", "bench")  # fpsim.cli.<module>, each with register()
+# fpsim.cli.<module>, each with register()
+_COMMANDS = ("experiments", "codec", "calc", "train", "plot", "tutorial", "bench", "audit")
 _SHARED = ("UsageError", "parse_value")  # from fpsim.cli._common, on first use
 
 
