@@ -87,27 +87,31 @@ def _to_codes(values: np.ndarray, fmt: Format) -> np.ndarray:
         codes[np.isinf(magnitude)] = fmt.max_code + 1
     codes[np.isnan(magnitude)] = _canonical_nan_code(fmt)
     codes = codes.astype(np.uint64)  # the sign bit of a 64-bit format does not fit an int64
-    codes[np.signbit(values)] |= np.uint64(1 << (fmt.bits - 1))
+    if fmt.signed:  # the kernel leaves no -0 where the format has none; fnuz's NaN code is the sign bit itself
+        codes[np.signbit(values)] |= np.uint64(1 << (fmt.bits - 1))
     return codes.astype(fmt.storage_dtype)
 
 
 def _codes_by_scaling(magnitude: np.ndarray, fmt: Format) -> np.ndarray:
     """Codes of zeros, the format's subnormals and values that are float64 subnormals, by exact scaling.
 
-    code = (binade - emin)·2^nmant + |v| / 2^(binade - nmant), binade = max(floor(log2|v|), emin); the second
-    term is the integer significand, hidden bit included, so a normal's exponent field comes out one higher.
+    code = (binade + bias - 1)·2^nmant + |v| / 2^(binade - nmant), binade = max(floor(log2|v|), emin); the second
+    term is the integer significand, hidden bit included, so a normal's exponent field comes out as binade + bias.
     """
     if fmt.emin >= _FLOAT64_EMIN:  # only zeros and the format's subnormals: every binade is emin
         return np.ldexp(magnitude, fmt.nmant - fmt.emin).astype(np.int64)
     exponent = np.frexp(magnitude)[1].astype(np.int64)  # |v| = m·2^exponent, m in [0.5, 1); exact at subnormals
     binade = np.where(magnitude > 0, np.maximum(exponent - 1, fmt.emin), fmt.emin)  # frexp(0) gives exponent 0
-    return ((binade - fmt.emin) << fmt.nmant) + np.ldexp(magnitude, fmt.nmant - binade).astype(np.int64)
+    return ((binade + fmt.bias - 1) << fmt.nmant) + np.ldexp(magnitude, fmt.nmant - binade).astype(np.int64)
 
 
 def _canonical_nan_code(fmt: Format) -> int:
-    """The positive quiet NaN: top mantissa bit set for IEEE (0x7e00 in fp16), all ones for 'fn' formats."""
+    """The positive quiet NaN: top mantissa bit set for IEEE (0x7e00 in fp16), all ones for 'fn' formats, and the
+    code of -0 (0x80) for fnuz formats, whose one NaN has no sign of its own."""
     if fmt.nan == "ieee":
         return fmt.max_code + 1 + (1 << (fmt.nmant - 1))
+    if fmt.nan == "negative_zero":
+        return 1 << (fmt.bits - 1)
     return fmt.max_code + 1
 
 
@@ -133,24 +137,28 @@ def _decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
     raw = (exponent + (_FLOAT64_BIAS - fmt.bias)) << 52 | mantissa << (52 - fmt.nmant)
     values = raw.view(np.float64)
     # no float64 bit layout for the format's subnormals nor for its normals below 2^-1022 (a bias above 1023):
-    # value = significand · 2^(binade - nmant), exact, the hidden bit only in normals
-    by_scaling = exponent <= max(0, fmt.bias - _FLOAT64_BIAS)
+    # value = significand · 2^(binade - nmant), exact, the hidden bit only in normals (field 0 too without zero)
+    normal_field = fmt.emin + fmt.bias  # 1, or 0 in a format without zero
+    by_scaling = (exponent < normal_field) | (exponent <= fmt.bias - _FLOAT64_BIAS)
     low_exponent, low_mantissa = exponent[by_scaling], mantissa[by_scaling]
-    significand = low_mantissa + ((low_exponent > 0).astype(np.int64) << fmt.nmant)
-    binade = np.maximum(low_exponent, 1) - fmt.bias
+    significand = low_mantissa + ((low_exponent >= normal_field).astype(np.int64) << fmt.nmant)
+    binade = np.maximum(low_exponent, normal_field) - fmt.bias
     values[by_scaling] = np.ldexp(significand.astype(np.float64), binade - fmt.nmant)
-    if not fmt.subnormals:  # DAZ formats read their subnormal codes as zero
+    if not fmt.subnormals:  # DAZ formats read their subnormal codes as zero (a format without zero has none)
         values[exponent == 0] = 0.0
     top = exponent == 2**fmt.nexp - 1
     if fmt.nan == "ieee":
         values[top] = np.where(mantissa[top] == 0, np.inf, np.nan)
     elif fmt.nan == "all_ones":
         values[top & (mantissa == 2**fmt.nmant - 1)] = np.nan
-    return np.negative(values, out=values, where=sign.astype(bool))
+    negative = sign.astype(bool)
+    if fmt.nan == "negative_zero":
+        values[negative & (exponent == 0) & (mantissa == 0)] = np.nan
+    return np.negative(values, out=values, where=negative)
 
 
 def _split(codes: np.ndarray, fmt: Format) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    sign = codes >> np.uint64(fmt.bits - 1)
+    sign = codes >> np.uint64(fmt.bits - 1) if fmt.signed else np.zeros_like(codes)  # unsigned: always 0
     exponent = (codes >> np.uint64(fmt.nmant)) & np.uint64(2**fmt.nexp - 1)
     mantissa = codes & np.uint64(2**fmt.nmant - 1)
     return sign, exponent, mantissa
@@ -195,12 +203,19 @@ def next_up(x: object, fmt: Format | str) -> np.ndarray | float:
 
 
 def next_down(x: object, fmt: Format | str) -> np.ndarray | float:
-    """The greatest value of `fmt` less than x: -next_up(-x), as every format is symmetric; its special cases
-    mirror next_up's (next_down(-448, "e4m3") is NaN, an infinite x in a format without infinity raises)."""
+    """The greatest value of `fmt` less than x: -next_up(-x) in the signed formats, which are symmetric; its special
+    cases mirror next_up's (next_down(-448, "e4m3") is NaN, an infinite x in a format without infinity raises).
+    In an unsigned format (e8m0) nothing lies below its least value: next_down(2^-127, "e8m0") is NaN."""
     fmt = get_format(fmt)
     values, scalar = as_float64(x, "x")
-    _check_has_neighbour(values, fmt, "next_down", values <= -fmt.max)
-    return restore_scalar(np.negative(_next_up(-values, fmt)), scalar)
+    _check_has_neighbour(values, fmt, "next_down", values <= fmt.min)
+    signed = fmt if fmt.signed else replace(fmt, signed=True)  # an unsigned format is its signed twin's upper half
+    below = np.negative(_next_up(-values, signed))
+    if not fmt.signed:
+        below[values <= fmt.least] = np.nan  # unsigned formats have a NaN (Format checks it)
+    if not fmt.has_negative_zero:
+        below += 0.0  # -0 + 0 = +0: the one zero of fnuz and unsigned formats
+    return restore_scalar(below, scalar)
 
 
 def _check_has_neighbour(values: np.ndarray, fmt: Format, query: str, at_end: np.ndarray) -> None:
@@ -219,12 +234,12 @@ def _check_has_neighbour(values: np.ndarray, fmt: Format, query: str, at_end: np
         side = "above" if query == "next_up" else "below"
         raise ValueError(
             f"x holds {float(values[at_end].flat[0])!r}, and no value of {fmt.name} lies {side} it: its largest "
-            f"magnitude is {fmt.max!r} and it has neither infinity nor NaN; keep x within (-{fmt.max!r}, {fmt.max!r})"
+            f"magnitude is {fmt.max!r} and it has neither infinity nor NaN; keep x within ({fmt.min!r}, {fmt.max!r})"
         )
 
 
 def _next_up(values: np.ndarray, fmt: Format) -> np.ndarray:
-    with_subnormals = replace(fmt, subnormals=True)  # flush-to-zero formats skip its subnormals below
+    with_subnormals = replace(fmt, subnormals=True, signed=True)  # flush-to-zero formats skip its subnormals below
     with suspended():  # a query, not a rounding the caller's flag counts should see
         above = np.asarray(round(values, with_subnormals, "up", overflow="saturate", on_nan="zero"), dtype=np.float64)
     exact = above == values  # x is itself a value of fmt: move one code up
@@ -232,6 +247,12 @@ def _next_up(values: np.ndarray, fmt: Format) -> np.ndarray:
     if not fmt.subnormals:  # the least value above a subnormal is the smallest normal, or -0 below zero
         subnormal = (above != 0) & (np.abs(above) < fmt.smallest_normal)
         above[subnormal] = np.where(above[subnormal] > 0, fmt.smallest_normal, -0.0)
+    if not fmt.has_zero:  # no zero between -least and +least
+        above[(values >= -fmt.least) & (values < fmt.least)] = fmt.least
+    if not fmt.signed:  # the least value of an unsigned format lies above every x below it, negative x too
+        above[values < fmt.least] = fmt.least
+    if not fmt.has_negative_zero:
+        above += 0.0  # -0 + 0 = +0: the one zero of fnuz and unsigned formats
     above[values >= fmt.max] = np.inf if fmt.has_inf else np.nan  # nothing above max: inf, or e4m3fn's NaN code
     above[np.isnan(values)] = np.nan
     return above
@@ -241,5 +262,6 @@ def _step_up(values: np.ndarray, fmt: Format) -> np.ndarray:
     """The next value above finite format values below max, by moving one code in magnitude."""
     negative = np.signbit(values) & (values != 0)  # -0 steps up like +0
     magnitude_code = _to_codes(np.abs(values), fmt).astype(np.int64) + np.where(negative, -1, 1)
-    magnitude = _decode_codes(np.minimum(magnitude_code, fmt.max_code).astype(np.uint64), fmt)
+    # -least of a format without zero steps to code -1, which its caller replaces: clipped to stay a code
+    magnitude = _decode_codes(np.clip(magnitude_code, 0, fmt.max_code).astype(np.uint64), fmt)
     return np.copysign(magnitude, np.where(negative, -1.0, 1.0))

@@ -15,6 +15,7 @@ import numpy as np
 NAN_ENCODINGS = {
     "ieee": "every code with an all-ones exponent and a nonzero mantissa (IEEE 754)",
     "all_ones": "only the all-ones code S.1…1.1…1 (OCP 'fn' formats such as e4m3fn)",
+    "negative_zero": "only the code of -0, 1.0…0.0…0 (the 'fnuz' formats such as e4m3fnuz): one unsigned zero",
     "none": "no NaN at all (MX fp6/fp4)",
 }
 
@@ -49,6 +50,9 @@ class Format:
     `numpy.finfo.precision`, which counts decimal digits: that figure is `decimal_digits` here.
     Formats without subnormals (`subnormals=False`) model flush-to-zero hardware: a result that
     would be subnormal becomes ±0, and subnormal codes decode as ±0.
+    `signed=False` drops the sign bit (E8M0): a negative result is an invalid operation, NaN.
+    `has_zero=False` makes the exponent field 0 an ordinary normal binade (E8M0's 2^-127), so the format
+    has neither zero nor subnormals: a zero input is invalid (NaN), and so emin = -bias instead of 1 - bias.
     """
 
     name: str
@@ -59,6 +63,8 @@ class Format:
     nan: str = "ieee"
     subnormals: bool = True
     overflow: str | None = None
+    signed: bool = True
+    has_zero: bool = True
     _aliases: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,17 +75,18 @@ class Format:
         if self.bias is None:
             object.__setattr__(self, "bias", 2 ** (self.nexp - 1) - 1)
         _check_int("bias", self.bias, -(2**20), 2**20)
-        for flag in ("has_inf", "subnormals"):
+        for flag in ("has_inf", "subnormals", "signed", "has_zero"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         _check_choice("nan", self.nan, NAN_ENCODINGS)
         if self.has_inf != (self.nan == "ieee"):
             raise ValueError(
                 "has_inf=True goes with nan='ieee' (the IEEE layout) and has_inf=False with "
-                f"nan='all_ones' or 'none'; got has_inf={self.has_inf}, nan={self.nan!r}"
+                f"nan='all_ones', 'negative_zero' or 'none'; got has_inf={self.has_inf}, nan={self.nan!r}"
             )
         if self.nan == "ieee" and self.nmant == 0:
             raise ValueError("nan='ieee' needs nmant >= 1: with no mantissa bits there is no NaN code")
+        self._check_zero_and_sign()
         if self.overflow is None:
             default = "inf" if self.has_inf else ("nan" if self.nan != "none" else "saturate")
             object.__setattr__(self, "overflow", default)
@@ -88,6 +95,20 @@ class Format:
             raise ValueError(
                 f"bias={self.bias} puts {self.name} outside float64's range (2^-1074 to 2^1023); "
                 "choose a bias closer to the IEEE default 2^(nexp-1)-1"
+            )
+
+    def _check_zero_and_sign(self) -> None:
+        if self.nan == "negative_zero" and not (self.signed and self.has_zero):
+            raise ValueError("nan='negative_zero' puts NaN at the code of -0: it needs signed=True and has_zero=True")
+        if self.nan == "none" and not (self.signed and self.has_zero):
+            raise ValueError(
+                "signed=False and has_zero=False need a NaN code (negative and zero inputs become NaN); "
+                "use nan='all_ones' or nan='ieee'"
+            )
+        if not (self.has_zero or self.subnormals):
+            raise ValueError(
+                "has_zero=False makes exponent field 0 a normal binade, so there are no subnormals to flush: "
+                "drop subnormals=False"
             )
 
     def check_overflow(self, policy: str) -> str:
@@ -102,7 +123,17 @@ class Format:
     # ---- widths and codes -------------------------------------------------------------------
     @property
     def bits(self) -> int:
-        return 1 + self.nexp + self.nmant
+        return self.signed + self.nexp + self.nmant
+
+    @property
+    def has_negative_zero(self) -> bool:
+        """Whether -0 is a value of the format (not in fnuz formats, whose -0 code is NaN, nor unsigned ones)."""
+        return self.signed and self.has_zero and self.nan != "negative_zero"
+
+    @property
+    def least(self) -> float:
+        """The least magnitude of the format: 0, or the smallest normal where it has no zero (E8M0's 2^-127)."""
+        return 0.0 if self.has_zero else self.smallest_normal
 
     @property
     def precision(self) -> int:
@@ -123,13 +154,14 @@ class Format:
         all_ones_exponent = (2**self.nexp - 1) << self.nmant
         if self.nan == "ieee":
             return all_ones_exponent - 1
-        magnitude_codes = 2 ** (self.nexp + self.nmant)
+        magnitude_codes = 2 ** (self.nexp + self.nmant)  # fnuz: every magnitude code is a number, NaN is -0's
         return magnitude_codes - (2 if self.nan == "all_ones" else 1)
 
     # ---- exponents and constants ------------------------------------------------------------
     @property
     def emin(self) -> int:
-        return 1 - self.bias
+        """The exponent of the smallest normal: field 1, or field 0 where the format has no zero."""
+        return (1 if self.has_zero else 0) - self.bias
 
     @property
     def emax(self) -> int:
@@ -142,7 +174,8 @@ class Format:
 
     @property
     def min(self) -> float:
-        return -self.max
+        """The least value: -max, or `least` in an unsigned format (as ml_dtypes.finfo gives for e8m0)."""
+        return -self.max if self.signed else self.least
 
     @property
     def smallest_normal(self) -> float:
@@ -152,8 +185,9 @@ class Format:
 
     @property
     def smallest_subnormal(self) -> float:
-        """2^(emin - nmant); equals `smallest_normal` when the format has no subnormals."""
-        return math.ldexp(1.0, self.emin - self.nmant) if self.subnormals else self.smallest_normal
+        """2^(emin - nmant); equals `smallest_normal` when the format has no subnormals (or no zero)."""
+        has_subnormals = self.subnormals and self.has_zero
+        return math.ldexp(1.0, self.emin - self.nmant) if has_subnormals else self.smallest_normal
 
     @property
     def eps(self) -> float:
@@ -162,8 +196,9 @@ class Format:
 
     @property
     def epsneg(self) -> float:
-        """The gap between 1 and the next smaller value: 2^-p."""
-        return math.ldexp(1.0, -self.precision)
+        """The gap between 1 and the next smaller value: 2^-p, or where 1 is the smallest normal (fp6_e2m3, fp4_e2m1)
+        the gap below it, the smallest subnormal (as ml_dtypes.finfo gives)."""
+        return math.ldexp(1.0, -self.precision) if self.emin < 0 else self.smallest_subnormal
 
     @property
     def decimal_digits(self) -> float:
@@ -208,12 +243,25 @@ FP16 = _preset("fp16", 5, 10, ("half", "float16", "binary16", "e5m10"))
 BF16 = _preset("bf16", 8, 7, ("bfloat16", "e8m7"))
 FP8_E5M2 = _preset("fp8_e5m2", 5, 2, ("e5m2", "float8_e5m2"))
 FP8_E4M3 = _preset("fp8_e4m3", 4, 3, ("e4m3", "e4m3fn", "fp8_e4m3fn", "float8_e4m3fn"), has_inf=False, nan="all_ones")
+# fnuz (AMD, Graphcore): NaN at -0's code, so the all-ones exponent holds numbers; bias one above IEEE's 2^(nexp-1)-1
+_FNUZ = {"has_inf": False, "nan": "negative_zero"}
+FP8_E5M2FNUZ = _preset("fp8_e5m2fnuz", 5, 2, ("e5m2fnuz", "float8_e5m2fnuz"), bias=2 ** (5 - 1), **_FNUZ)
+FP8_E4M3FNUZ = _preset("fp8_e4m3fnuz", 4, 3, ("e4m3fnuz", "float8_e4m3fnuz"), bias=2 ** (4 - 1), **_FNUZ)
 FP6_E3M2 = _preset("fp6_e3m2", 3, 2, ("e3m2", "e3m2fn", "fp6_e3m2fn", "float6_e3m2fn"), **_FINITE_ONLY)
 FP6_E2M3 = _preset("fp6_e2m3", 2, 3, ("e2m3", "e2m3fn", "fp6_e2m3fn", "float6_e2m3fn"), **_FINITE_ONLY)
 FP4_E2M1 = _preset("fp4_e2m1", 2, 1, ("e2m1", "e2m1fn", "fp4", "fp4_e2m1fn", "float4_e2m1fn"), **_FINITE_ONLY)
+# OCP MX's scale: 2^-127 … 2^127, one per code; no sign, no zero, NaN at 0xFF ('fnu': finite, NaN, unsigned)
+E8M0 = _preset(
+    "e8m0", 8, 0, ("e8m0fnu", "float8_e8m0fnu", "ue8m0"), has_inf=False, nan="all_ones", signed=False, has_zero=False
+)
 
 PRESETS: dict[str, Format] = {
-    f.name: f for f in (FP64, FP32, TF32, FP16, BF16, FP8_E5M2, FP8_E4M3, FP6_E3M2, FP6_E2M3, FP4_E2M1)
+    f.name: f
+    for f in (
+        *(FP64, FP32, TF32, FP16, BF16),
+        *(FP8_E5M2, FP8_E4M3, FP8_E5M2FNUZ, FP8_E4M3FNUZ),
+        *(FP6_E3M2, FP6_E2M3, FP4_E2M1, E8M0),
+    )
 }
 ALIASES: dict[str, str] = {alias: f.name for f in PRESETS.values() for alias in f._aliases}
 

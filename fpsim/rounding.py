@@ -179,17 +179,50 @@ class Rounding:
             )
 
     def _round_chunk(self, x: np.ndarray, out: np.ndarray, counting: bool) -> Flags | None:
+        fmt = self.fmt
         self._round_finite_grid(x, out)
         magnitude = np.abs(out)
-        beyond = magnitude > self.fmt.max  # NaN compares False; infinities are beyond
+        beyond = magnitude > fmt.max  # NaN compares False; infinities are beyond
         if beyond.any():
             self._resolve_overflow(x, out, beyond)
-        if not self.fmt.subnormals:  # flush exactly the results whose tininess the underflow flag reports
+        if not fmt.has_zero:
+            self._resolve_below_least(x, out)
+        if not fmt.subnormals:  # flush exactly the results whose tininess the underflow flag reports
             flushed = self._tiny(x, magnitude)
             out[flushed] = np.copysign(0.0, out[flushed])  # flush-to-zero keeps the sign
-        if self.fmt.nan == "none" and self.on_nan != "raise":
+        if fmt.nan == "none" and self.on_nan != "raise":
             self._map_nan(x, out)
-        return self._count(x, out, beyond) if counting else None
+        invalid = self._invalid(x, out)
+        if invalid is not None:
+            out[invalid] = np.nan
+        if not fmt.has_negative_zero:
+            np.add(out, 0.0, out=out)  # -0 + 0 = +0 (round-to-nearest): the one zero of fnuz and unsigned formats
+        return self._count(x, out, beyond, invalid) if counting else None
+
+    def _resolve_below_least(self, x: np.ndarray, out: np.ndarray) -> None:
+        """A format without zero (E8M0): below its least magnitude lies only the zero it lacks.
+
+        The modes that round toward zero there (toward_zero, down for x > 0, up for x < 0) have nowhere to go, as
+        rounding away from zero past max has not: the overflow policy decides ('saturate': ±least, else NaN). Every
+        other mode gives ±least, the only neighbour (nearest: also what ml_dtypes gives).
+        """
+        below = (np.abs(x) < self.fmt.least) & (x != 0)  # NaN compares False; zeros are invalid
+        toward_zero = {"toward_zero": below, "down": below & (x > 0), "up": below & (x < 0)}.get(self.mode, False)
+        np.copysign(self.fmt.least, x, out=out, where=below)
+        bottom = self.fmt.least if self.overflow == "saturate" else np.nan
+        np.copysign(bottom, x, out=out, where=toward_zero)
+
+    def _invalid(self, x: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+        """Inputs with no value in the format, an invalid operation (NaN): like IEEE 754 §5.8's conversion of a
+        negative number to an unsigned integer, a negative result in an unsigned format (a -0 becomes +0), and zero
+        in a format without zero (it has no exponent to store). None where the format has sign and zero."""
+        fmt = self.fmt
+        if fmt.signed and fmt.has_zero:
+            return None
+        invalid = (x < 0) & (out != 0) if not fmt.signed else np.zeros(x.shape, dtype=bool)
+        if not fmt.has_zero:
+            invalid |= x == 0
+        return invalid
 
     def _round_finite_grid(self, x: np.ndarray, out: np.ndarray) -> None:
         """out = x rounded to the grid of quanta 2^q, q = max(exponent(x), emin) - nmant; range not yet checked.
@@ -250,21 +283,24 @@ class Rounding:
         sign = np.copysign(1.0, x[nan])  # the sign bit of each NaN
         out[nan] = np.copysign(0.0, -sign if self.on_nan == "ml_dtypes" else sign)
 
-    def _count(self, x: np.ndarray, out: np.ndarray, beyond: np.ndarray) -> Flags:
+    def _count(self, x: np.ndarray, out: np.ndarray, beyond: np.ndarray, invalid: np.ndarray | None) -> Flags:
         fmt = self.fmt
-        is_nan_input = np.isnan(x)
-        inexact = (out != x) & ~is_nan_input
+        valid = ~np.isnan(x) if invalid is None else ~(np.isnan(x) | invalid)  # an invalid operation is only that
+        inexact = (out != x) & valid
         magnitude = np.abs(out)
         tiny = self._tiny(x, magnitude)
-        overflow = beyond if not fmt.has_inf else beyond & np.isfinite(x)
+        if not fmt.has_zero:  # below the least magnitude, rounded toward zero to NaN: tiny too
+            tiny |= np.isnan(out) & (np.abs(x) < fmt.least)
+        overflow = (beyond if not fmt.has_inf else beyond & np.isfinite(x)) & valid
         return Flags(
             total=x.size,
             inexact=int(np.count_nonzero(inexact)),
             overflow=int(np.count_nonzero(overflow)),
             underflow=int(np.count_nonzero(tiny & inexact)),
-            flushed_to_zero=int(np.count_nonzero((out == 0) & (x != 0) & ~is_nan_input)),
+            flushed_to_zero=int(np.count_nonzero((out == 0) & (x != 0) & valid)),
             subnormal=int(np.count_nonzero((magnitude < fmt.smallest_normal) & (magnitude > 0))),
             nan=int(np.count_nonzero(np.isnan(out))),
+            invalid=0 if invalid is None else int(np.count_nonzero(invalid)),
         )
 
     def _tiny(self, x: np.ndarray, magnitude: np.ndarray) -> np.ndarray:

@@ -20,8 +20,19 @@ def _st() -> Any:
     return st
 
 
-def formats(*, presets: bool = True, custom: bool = True, flush_to_zero: bool = False, max_bits: int = 64) -> Any:
-    """Formats: the presets, custom IEEE-style eXmY layouts, and (optionally) their flush-to-zero variants."""
+def formats(
+    *,
+    presets: bool = True,
+    custom: bool = True,
+    flush_to_zero: bool = False,
+    max_bits: int = 64,
+    asymmetric: bool = False,
+) -> Any:
+    """Formats: the presets, custom IEEE-style eXmY layouts, and (optionally) their flush-to-zero variants.
+
+    The presets are the symmetric ones, in which -x is a value whenever x is; `asymmetric=True` adds those in which
+    it is not (fnuz: no -0; e8m0: no sign, no zero), for which rounding does not commute with negation.
+    """
     st = _st()
     if custom and max_bits < 4:
         raise ValueError(
@@ -29,7 +40,8 @@ def formats(*, presets: bool = True, custom: bool = True, flush_to_zero: bool = 
         )
     choices = []
     if presets:
-        choices.append(st.sampled_from([f for f in PRESETS.values() if f.bits <= max_bits]))
+        symmetric = [f for f in PRESETS.values() if f.has_negative_zero or asymmetric]
+        choices.append(st.sampled_from([f for f in symmetric if f.bits <= max_bits]))
     if custom:
         widths = st.integers(2, min(11, max_bits - 2))
         layout = widths.flatmap(lambda e: st.tuples(st.just(e), st.integers(1, min(52, max_bits - 1 - e))))
@@ -38,7 +50,10 @@ def formats(*, presets: bool = True, custom: bool = True, flush_to_zero: bool = 
         raise ValueError("formats() needs presets=True or custom=True")
     strategy = st.one_of(choices)
     if flush_to_zero:
-        ftz = strategy.map(lambda f: Format(f"{f.name}_ftz", f.nexp, f.nmant, f.bias, f.has_inf, f.nan, False))
+        with_zero = strategy.filter(lambda f: f.has_zero)  # a format without zero has no subnormals to flush
+        ftz = with_zero.map(
+            lambda f: Format(f"{f.name}_ftz", f.nexp, f.nmant, f.bias, f.has_inf, f.nan, False, signed=f.signed)
+        )
         strategy = st.one_of(strategy, ftz)
     return strategy
 
@@ -47,7 +62,7 @@ def bit_patterns(fmt: Format | str, *, allow_nan: bool = True, allow_infinity: b
     """Codes of `fmt` as Python ints: every finite code, plus ±inf and NaN codes when allowed and present."""
     st = _st()
     fmt = get_format(fmt)
-    sign = 1 << (fmt.bits - 1)
+    sign = 1 << (fmt.bits - 1) if fmt.signed else 0  # unsigned formats: every code is a magnitude
     finite = st.integers(0, fmt.max_code)
     special_codes = []
     if allow_infinity and fmt.has_inf:
@@ -57,7 +72,10 @@ def bit_patterns(fmt: Format | str, *, allow_nan: bool = True, allow_infinity: b
     elif allow_nan and fmt.nan == "all_ones":
         special_codes.append(fmt.max_code + 1)
     magnitude = st.one_of(finite, st.sampled_from(special_codes)) if special_codes else finite
-    return st.tuples(st.booleans(), magnitude).map(lambda s_m: s_m[1] | (sign if s_m[0] else 0))
+    codes = st.tuples(st.booleans(), magnitude).map(lambda s_m: s_m[1] | (sign if s_m[0] else 0))
+    if fmt.nan == "negative_zero" and not allow_nan:  # fnuz: the code of -0 is the NaN
+        codes = codes.filter(lambda code: code != sign)
+    return codes
 
 
 def values(fmt: Format | str, *, allow_nan: bool = False, allow_infinity: bool = False) -> Any:
