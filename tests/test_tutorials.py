@@ -1,0 +1,90 @@
+"""Every tutorial in tutorials/ runs end to end as a script (Agg, no network, 60 s) with its asserts passing, and
+keeps the file contract of the tutorial runner (header, title, goal, time, checks, exercises, recap).
+
+The contract is read here with this test's own regular expressions, not with fpsim.tutorials' parser.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
+FILES = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
+HEADER = """# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+"""
+TIMEOUT_S = 60  # the issue's limit per tutorial on a 2-core CPU
+# A script run as __main__ with every socket refused: a tutorial that reaches for the network fails loudly
+_OFFLINE = """
+import runpy, socket, sys
+
+def _refuse(*args, **kwargs):
+    raise OSError("the tutorial tests run without a network")
+
+socket.socket.connect = socket.socket.connect_ex = _refuse
+sys.argv = [sys.argv[1]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_the_ten_tutorials_are_there():
+    """The parametrized tests below pass vacuously on no files: this one fails instead."""
+    assert [int(path.name[:2]) for path in FILES] == list(range(1, 11)), [path.name for path in FILES]
+
+
+@pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
+def test_tutorial_runs_as_a_script_with_its_asserts_passing(path, tmp_path):
+    out = tmp_path / "figures"
+    env = {**os.environ, "MPLBACKEND": "Agg", "FPSIM_TUTORIAL_OUT": str(out)}
+    env.pop("FPSIM_TUTORIALS_DIR", None)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _OFFLINE, str(path)],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{path.name} ran past {TIMEOUT_S} s")
+    assert done.returncode == 0, f"{path.name} failed:\n{done.stderr[-4000:]}"
+    assert not list(work.iterdir()), f"{path.name} wrote into the working folder: save figures under OUT"
+    for figure in out.rglob("*.png") if out.exists() else ():
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure.name
+
+
+def _first_cell(text: str) -> list[str]:
+    """The lines of the first cell, without their '# ' (it must be a markdown cell right after the header)."""
+    body = text[len(HEADER) :].lstrip("\n")
+    assert body.startswith("# %% [markdown]\n"), "the first cell must be a markdown cell"
+    lines = body.split("\n# %%", 1)[0].splitlines()[1:]
+    return [line[2:] if line.startswith("# ") else line.lstrip("#") for line in lines]
+
+
+@pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
+def test_tutorial_keeps_the_file_contract(path):
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith(HEADER), "the file must open with the jupytext header block"
+    first = _first_cell(text)
+    assert first[0] == f"# {int(path.name[:2])}. {first[0].split('. ', 1)[-1]}" and ". " in first[0], first[0]
+    assert any(line.startswith("*Goal:* ") for line in first), "a '*Goal:* ...' line"
+    minutes = [int(m[1]) for line in first if (m := re.fullmatch(r"\*Time:\* about (\d+) minutes", line))]
+    assert minutes and 5 <= minutes[0] <= 15, "a '*Time:* about M minutes' line, M from 5 to 15"
+    assert re.search(r"^\s*assert ", text, re.MULTILINE), "assert checkpoints for the claims"
+    assert re.search(r"^# \*\*Try it\.\*\*", text, re.MULTILINE), "a '**Try it.**' exercise"
+    assert re.search(r"^# %%\n# Solution", text, re.MULTILINE), "a code cell that opens with '# Solution'"
+    assert re.search(r"^# ## Recap", text, re.MULTILINE), "a '## Recap' at the end"
+    assert 'OUT = Path(os.environ.get("FPSIM_TUTORIAL_OUT", "tutorial_figures"))' in text
+    assert "plt.show(" not in text, "figures are saved to OUT and shown as a cell's last expression"
