@@ -218,6 +218,7 @@ x = 0.1  # the float64 nearest 0.1; we take its exact value as the target
 below, ulp = fpsim.round(x, "fp16", "down"), fp16.ulp(x)
 p_up = (Fraction(x) - Fraction(below)) / Fraction(ulp)
 print(f"P(round up) = {float(p_up):.6f}")
+assert abs(p_up - Fraction(4, 10)) < 1e-9  # 0.4, up to float64's own error in storing 0.1
 
 n = 200_000
 draws = fpsim.round(np.full(n, x), "fp16", "stochastic", rng=np.random.default_rng(2026))

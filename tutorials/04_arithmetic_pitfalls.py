@@ -135,7 +135,7 @@ fig
 # Kahan and pairwise summation, *entirely in fp16*, reach the best fp16 answer: the exact sum rounded once.
 # Along the way their error zigzags within half an fp16 ulp, the best any fp16 number can do.
 #
-# fp32 partial sums drift instead. Each fp32 addition rounds by at most half an fp32 ulp (2^-21 / 2 near 10),
+# fp32 partial sums drift instead. Each fp32 addition rounds by at most half an fp32 ulp (2^-20 / 2 near 10),
 # and because every term is the same, those errors lean the same way and add up over 100,000 additions.
 # The drift stays far inside that worst case, and far below the one-by-one fp16 sum's error.
 
@@ -143,6 +143,7 @@ fig
 best_fp16 = fpsim.round(float(exact), "fp16")  # exact is 10.0016..., which float64 holds to 1e-15
 assert final["fp16, Kahan"] == final["fp16, pairwise"] == best_fp16
 fp32_error = abs(Fraction(final["fp16 terms, fp32 partial sums"]) - exact)
+assert fpsim.FP32.ulp(10.0) == 2**-20
 assert fp32_error <= n * Fraction(fpsim.FP32.ulp(10.0)) / 2  # n roundings, each at most half an ulp
 assert fp32_error < 0.01
 assert abs(final["fp16, one by one"] - float(exact)) > 9
