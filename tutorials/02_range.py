@@ -33,9 +33,10 @@ fp16 = fpsim.FP16
 # %% [markdown]
 # ## The whole range in one picture
 #
-# Each bar is one format on a log2 axis: the subnormals (thin), the normal numbers (wide), and overflow past
-# the largest value. A *binade* is one power of two, [2^k, 2^(k+1)). fp16 spans 40 binades; fp32 and bf16 over
-# 250, because they have 8 exponent bits instead of 5.
+# Each bar is one format on a log2 axis: the subnormals, the normal numbers, and overflow past the largest
+# value (`fpsim plot range -o range.png` draws the same from a terminal). A *binade* is the stretch between two
+# powers of two, [2^k, 2^(k+1)). fp16 spans 40 binades; fp32 and bf16 over 250, because they have 8 exponent
+# bits instead of 5.
 
 # %%
 fig_formats = ["fp32", "fp16", "bf16", "fp8_e4m3"]
@@ -67,7 +68,7 @@ assert fp16.max == float(np.finfo(np.float16).max)  # numpy agrees
 # store 65535: its neighbours up there are 32 apart, and 65535 is past the rounding threshold, so it becomes inf.
 #
 # Where is that threshold? Halfway between 65504 and the next step, 65536, which does not exist. A value at
-# 65520 or above rounds to "65536", which is overflow.
+# 65520 or above rounds to "65536", which is overflow. (In a terminal: `fpsim round 65519.99 65520 --format fp16`.)
 
 # %%
 values, flags = fpsim.round([65504, 65519.99, 65520, 65535], "fp16", flags=True)

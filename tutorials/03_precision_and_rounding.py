@@ -161,7 +161,8 @@ for x in (0.1, -0.1):
 
 # %% [markdown]
 # `fpsim.plots.rounding_error` draws round(x) − x, in ulps, for a stretch of x: nearest stays within half an
-# ulp, directed modes within one ulp on one side, and stochastic rounding scatters (next section).
+# ulp, directed modes within one ulp on one side, and stochastic rounding scatters (next section). From a
+# terminal: `fpsim plot rounding --formats fp16 -o rounding.png`.
 
 # %%
 fig, ax = fpsim.plots.rounding_error("fp16", modes=("nearest_even", "toward_zero", "up", "stochastic"))

@@ -101,8 +101,12 @@ assert on_unit < exact_sum  # ... but below it: the products that lost bits were
 
 # %%
 def exponent_of(x: Fraction, emin: int) -> int:
-    """The exponent of x as the unit sees it: floor(log2|x|), but never below the format's emin."""
-    return max(math.floor(math.log2(abs(x))) if abs(x) >= 1 else -(math.ceil(math.log2(1 / abs(x)))), emin)
+    """floor(log2|x|), exactly, but never below the format's emin (where its subnormals sit)."""
+    x = abs(x)
+    e = x.numerator.bit_length() - x.denominator.bit_length()  # floor(log2 x) or one more
+    if Fraction(2) ** e > x:
+        e -= 1
+    return max(e, emin)
 
 
 def truncate(x: Fraction, quantum: Fraction) -> Fraction:
