@@ -192,6 +192,14 @@ assert np.float16(np.float32(x)) == via_fp32
 # This is not a curiosity. ml_dtypes and torch convert float64 to bf16 and fp8 *through* fp32, so they double
 # round (1 + 2^-8 + 2^-30 becomes 1.0 in bf16 there; correctly rounded it is 1.0078125). fpsim rounds once.
 #
+
+# %%
+x = 1 + 2**-8 + 2**-30
+print("bf16 once:", fpsim.round(x, "bf16"), "| through fp32:", fpsim.round(fpsim.round(x, "fp32"), "bf16"))
+assert fpsim.round(x, "bf16") == 1.0078125 == 1 + 2**-7
+assert fpsim.round(fpsim.round(x, "fp32"), "bf16") == 1.0
+
+# %% [markdown]
 # How often does it happen? Only when the first rounding lands exactly on a midpoint of the second format.
 
 # %%
