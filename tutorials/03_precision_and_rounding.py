@@ -191,7 +191,6 @@ assert np.float16(np.float32(x)) == via_fp32
 # %% [markdown]
 # This is not a curiosity. ml_dtypes and torch convert float64 to bf16 and fp8 *through* fp32, so they double
 # round (1 + 2^-8 + 2^-30 becomes 1.0 in bf16 there; correctly rounded it is 1.0078125). fpsim rounds once.
-#
 
 # %%
 x = 1 + 2**-8 + 2**-30
