@@ -210,7 +210,8 @@ def next_down(x: object, fmt: Format | str) -> np.ndarray | float:
     values, scalar = as_float64(x, "x")
     _check_has_neighbour(values, fmt, "next_down", values <= fmt.min)
     signed = fmt if fmt.signed else replace(fmt, signed=True)  # an unsigned format is its signed twin's upper half
-    below = np.negative(_next_up(-values, signed))
+    below = _next_up(-values, signed)
+    np.negative(below, out=below)  # in place: a 0-d array stays an array
     if not fmt.signed:
         below[values <= fmt.least] = np.nan  # unsigned formats have a NaN (Format checks it)
     if not fmt.has_negative_zero:

@@ -128,15 +128,19 @@ class Explanation:
     value: float
     code: int
     category: str
-    below: float | None  # None where the format has no value below (fp4 at -max)
+    below: float | None  # None where the format has no value below (fp4 at -max, e8m0 at 2^-127)
     above: float | None
     ulp: float
     flags: Flags
 
     @property
     def bit_fields(self) -> dict[str, str]:
-        bits = format(self.code, f"0{self.fmt.bits}b")
-        return {"sign": bits[0], "exponent": bits[1 : 1 + self.fmt.nexp], "mantissa": bits[1 + self.fmt.nexp :]}
+        """The code's fields as bit strings; an unsigned format (e8m0) has no sign, one without mantissa bits none."""
+        fmt = self.fmt
+        bits = format(self.code, f"0{fmt.bits}b")
+        sign, rest = (bits[0], bits[1:]) if fmt.signed else ("", bits)
+        fields = {"sign": sign, "exponent": rest[: fmt.nexp], "mantissa": rest[fmt.nexp :]}
+        return {name: field for name, field in fields.items() if field}
 
     @property
     def biased_exponent(self) -> int:
@@ -147,7 +151,8 @@ class Explanation:
         """The unbiased exponent; emin for zeros and subnormals, None for inf and NaN."""
         if self.category in ("inf", "nan"):
             return None
-        return max(self.biased_exponent, 1) - self.fmt.bias
+        lowest_normal_field = self.fmt.emin + self.fmt.bias  # 1, or 0 in a format without zero (e8m0)
+        return max(self.biased_exponent, lowest_normal_field) - self.fmt.bias
 
     @property
     def exact_input(self) -> str:
@@ -279,9 +284,11 @@ def _neighbours(value: Exact, fmt: Format) -> tuple[float | None, float | None]:
 
 def _query(neighbour, x: float, fmt: Format) -> float | None:
     try:
-        return float(neighbour(x, fmt))
+        found = float(neighbour(x, fmt))
     except ValueError:  # a format with neither infinity nor NaN has no value past ±max
         return None
+    below_unsigned = not fmt.signed and math.isnan(found) and neighbour is next_down
+    return None if below_unsigned else found  # no value of e8m0 lies below 2^-127: no code either, unlike past max
 
 
 def describe_input(value: Exact) -> str:

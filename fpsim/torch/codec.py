@@ -283,26 +283,52 @@ def _flush(x: torch.Tensor, out: torch.Tensor, plan: _Plan) -> torch.Tensor:
     return torch.where(flushed, torch.copysign(out.new_zeros(()), out), out)  # the sign is kept
 
 
+def _resolve_below_least(x: torch.Tensor, out: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    """A format without zero (E8M0), as fpsim.rounding: below its least magnitude, ±least, except where the mode
+    rounds toward zero (toward_zero, down for x > 0, up for x < 0): there the overflow policy decides."""
+    least = plan.fmt.least
+    below = (x.abs() < least) & (x != 0)  # NaN compares False; zeros are invalid
+    toward_zero = {"toward_zero": below, "down": below & (x > 0), "up": below & (x < 0)}.get(plan.mode)
+    out = torch.where(below, torch.copysign(out.new_tensor(least), x), out)
+    if toward_zero is None:
+        return out
+    bottom = out.new_tensor(least if plan.overflow == "saturate" else math.nan)
+    return torch.where(toward_zero, torch.copysign(bottom, x), out)
+
+
+def _invalid(x: torch.Tensor, out: torch.Tensor, fmt: Format) -> torch.Tensor | None:
+    """As fpsim.rounding: a negative result in an unsigned format (a -0 becomes +0), zero in one without zero."""
+    if fmt.signed and fmt.has_zero:
+        return None
+    invalid = (x < 0) & (out != 0) if not fmt.signed else torch.zeros_like(x, dtype=torch.bool)
+    return invalid | (x == 0) if not fmt.has_zero else invalid
+
+
 def _map_nan(x: torch.Tensor, out: torch.Tensor, on_nan: str) -> torch.Tensor:
     sign = -x if on_nan == "ml_dtypes" else x  # negation flips a NaN's sign bit too
     return torch.where(torch.isnan(x), torch.copysign(out.new_zeros(()), sign), out)
 
 
-def _count(x: torch.Tensor, out: torch.Tensor, beyond: torch.Tensor | None, plan: _Plan) -> Flags:
+def _count(
+    x: torch.Tensor, out: torch.Tensor, beyond: torch.Tensor | None, invalid: torch.Tensor | None, plan: _Plan
+) -> Flags:
     fmt = plan.fmt
-    is_nan_input = torch.isnan(x)
-    inexact = (out != x) & ~is_nan_input
+    valid = ~torch.isnan(x) if invalid is None else ~(torch.isnan(x) | invalid)  # an invalid operation is only that
+    inexact = (out != x) & valid
     magnitude = out.abs()
     tiny = _tiny(x, magnitude, plan)
-    overflow = 0 if beyond is None else int((beyond & torch.isfinite(x) if fmt.has_inf else beyond).sum())
+    if not fmt.has_zero:  # below the least magnitude, rounded toward zero to NaN: tiny too
+        tiny |= torch.isnan(out) & (x.abs() < fmt.least)
+    overflow = 0 if beyond is None else int(((beyond & torch.isfinite(x) if fmt.has_inf else beyond) & valid).sum())
     return Flags(
         total=x.numel(),
         inexact=int(inexact.sum()),
         overflow=overflow,
         underflow=int((tiny & inexact).sum()),
-        flushed_to_zero=int(((out == 0) & (x != 0) & ~is_nan_input).sum()),
+        flushed_to_zero=int(((out == 0) & (x != 0) & valid).sum()),
         subnormal=int(((magnitude < fmt.smallest_normal) & (magnitude > 0)).sum()),
         nan=int(torch.isnan(out).sum()),
+        invalid=0 if invalid is None else int(invalid.sum()),
     )
 
 
@@ -322,11 +348,18 @@ def _round_exact(x: torch.Tensor, plan: _Plan, work: _Work, counting: bool) -> t
         beyond = torch.isinf(out) if counting else None
     elif not _nothing_beyond(out, fmt):
         out, beyond = _resolve_overflow(x, out, plan)
+    if not fmt.has_zero:
+        out = _resolve_below_least(x, out, plan)
     if not fmt.subnormals:
         out = _flush(x, out, plan)
     if fmt.nan == "none" and plan.on_nan != "raise":
         out = _map_nan(x, out, plan.on_nan)
-    return out, _count(x, out, beyond, plan) if counting else None
+    invalid = _invalid(x, out, fmt)
+    if invalid is not None:
+        out = out.masked_fill(invalid, math.nan)
+    if not fmt.has_negative_zero:
+        out = out + 0.0  # -0 + 0 = +0: the one zero of fnuz and unsigned formats; nothing else changes
+    return out, _count(x, out, beyond, invalid, plan) if counting else None
 
 
 # ---- public API ---------------------------------------------------------------------------------------------------
@@ -408,7 +441,10 @@ def _sign_value(fmt: Format, dtype: torch.dtype) -> int:
 
 
 def _canonical_nan_code(fmt: Format) -> int:
-    """The positive quiet NaN: top mantissa bit set for IEEE (0x7e00 in fp16), all ones for 'fn' formats."""
+    """The positive quiet NaN: top mantissa bit set for IEEE (0x7e00 in fp16), all ones for 'fn' formats; in fnuz
+    formats the one NaN, at the code of -0, gets its sign bit from `_sign_value` (every NaN counts as negative)."""
+    if fmt.nan == "negative_zero":
+        return 0
     return fmt.max_code + 1 + ((1 << (fmt.nmant - 1)) if fmt.nan == "ieee" else 0)
 
 
@@ -417,14 +453,19 @@ def _to_codes(values: torch.Tensor, fmt: Format, work: _Work) -> torch.Tensor:
     magnitude = values.abs()
     binade = (torch.frexp(magnitude).exponent.to(torch.int64) - 1).clamp_(min=fmt.emin)  # exact at subnormals
     binade = torch.where(magnitude == 0, fmt.emin, binade)  # frexp(0) gives exponent 0, not emin
-    # code = (binade - emin)·2^nmant + |v| / 2^(binade - nmant); the second term is the integer significand
+    # code = (binade + bias - 1)·2^nmant + |v| / 2^(binade - nmant); the second term is the integer significand,
+    # whose hidden bit lifts a normal's field to binade + bias (in a format without zero, field 0 is normal too)
     significand = work.scale(magnitude, fmt.nmant - binade).nan_to_num_(0.0, 0.0, 0.0).to(torch.int64)
-    codes = ((binade - fmt.emin) << fmt.nmant) + significand
+    codes = ((binade + fmt.bias - 1) << fmt.nmant) + significand
     if fmt.has_inf:
         codes = torch.where(torch.isinf(magnitude), fmt.max_code + 1, codes)
     codes = torch.where(torch.isnan(magnitude), _canonical_nan_code(fmt), codes)
     dtype = _code_dtype(fmt)
-    codes += torch.signbit(values) * _sign_value(fmt, dtype)
+    if fmt.signed:  # the kernel leaves no -0 where the format has none
+        negative = torch.signbit(values)
+        if fmt.nan == "negative_zero":  # fnuz's one NaN is the code of -0, whatever the NaN's sign
+            negative |= torch.isnan(values)
+        codes += negative * _sign_value(fmt, dtype)
     return codes.to(dtype)
 
 
@@ -479,17 +520,22 @@ def decode(codes: torch.Tensor, fmt: Format | str) -> torch.Tensor:
     work = _FLOAT32 if _contains(FP32, fmt) else _FLOAT64
     exponent = (wide >> fmt.nmant) & (2**fmt.nexp - 1)  # arithmetic shift: the mask drops a 64-bit sign
     mantissa = wide & (2**fmt.nmant - 1)
-    significand = torch.where(exponent == 0, mantissa, mantissa + 2**fmt.nmant)
+    normal_field = fmt.emin + fmt.bias  # 1, or 0 in a format without zero (e8m0's field 0 is 2^-127)
+    significand = torch.where(exponent < normal_field, mantissa, mantissa + 2**fmt.nmant)
     if not fmt.subnormals:  # flush-to-zero formats read subnormal codes as zero
         significand = torch.where(exponent == 0, 0, significand)
-    # value = significand · 2^(max(exponent, 1) - bias - nmant): the significand has at most p bits, exact in work
-    values = work.scale(significand.to(work.dtype), exponent.clamp(min=1) - fmt.bias - fmt.nmant)
+    # value = significand · 2^(max(exponent, normal_field) - bias - nmant): at most p bits, exact in work
+    values = work.scale(significand.to(work.dtype), exponent.clamp(min=normal_field) - fmt.bias - fmt.nmant)
     top = exponent == 2**fmt.nexp - 1
     if fmt.nan == "ieee":
         values = torch.where(top, torch.where(mantissa == 0, math.inf, math.nan), values)
     elif fmt.nan == "all_ones":
         values = torch.where(top & (mantissa == 2**fmt.nmant - 1), math.nan, values)
+    if not fmt.signed:
+        return values
     negative = ((wide >> (fmt.bits - 1)) & 1) == 1
+    if fmt.nan == "negative_zero":  # the code of -0 is the NaN
+        values = torch.where(negative & (exponent == 0) & (mantissa == 0), math.nan, values)
     return torch.where(negative, -values, values)
 
 
