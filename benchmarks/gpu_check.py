@@ -1,5 +1,6 @@
-"""The prepared device check: fpsim's torch codec against the native casts, its throughput against a copy, and
-the simulator against torch on the same experiments, on CUDA when present (the CPU otherwise, for the tests).
+"""The prepared device check: fpsim's torch codec against the native casts, its throughput against a copy, the
+simulator against torch on the same experiments, and `fpsim bench --quick` and `fpsim audit` as a user runs them, on
+CUDA when present (the CPU otherwise, for the tests).
 
     PYTHONPATH=. python benchmarks/gpu_check.py --out DIR            # full check: about 3 minutes on an H200
     PYTHONPATH=. python benchmarks/gpu_check.py --out DIR --quick    # tiny sizes, seconds, any machine
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import platform
 import sys
@@ -28,6 +30,7 @@ import fpsim
 from fpsim import compare
 from fpsim import torch as fptorch
 from fpsim.report import markdown_table
+from fpsim.torch.models import MODELS
 
 sys.path.insert(0, str(Path(__file__).parent))  # the sibling benchmark, also when imported from the tests
 import bench_torch
@@ -458,6 +461,58 @@ def _unit_markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+# ---- the practitioner commands, as a user runs them -------------------------------------------------------------
+
+
+def run_command(argv: list[str]) -> tuple[int, str]:
+    """`fpsim ARGV` in this process: its exit code and everything it printed (plain text, 120 columns)."""
+    from fpsim.cli import main as fpsim_main
+
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+        code = fpsim_main(argv)
+    return code, text.getvalue().rstrip()
+
+
+def has_command(name: str) -> bool:
+    """Whether this fpsim has the command `name` (detected: an older checkout may lack it)."""
+    from fpsim import cli
+
+    return name in cli._COMMANDS
+
+
+def command_section(argv: list[str], outputs: dict[str, Path]) -> dict:
+    """`fpsim ARGV` with its output files: exit code, printed text (as markdown), and each JSON output read back.
+    A command this fpsim lacks is a note, not a failure; a non-zero exit is a failure."""
+    if not has_command(argv[0]):
+        return {"markdown": f"unavailable: this fpsim has no `fpsim {argv[0]}` command"}
+    code, text = run_command(argv)
+    if code != 0:
+        raise RuntimeError(f"fpsim {' '.join(argv)} exited with {code}: {text}")
+    record = {"command": "fpsim " + " ".join(argv), "exit code": code, "files": {k: p.name for k, p in outputs.items()}}
+    record |= {key: json.loads(path.read_text()) for key, path in outputs.items() if path.suffix == ".json"}
+    return record | {"markdown": f"`{record['command']}`\n\n```\n{text}\n```"}
+
+
+def bench_quick(device: str, folder: Path) -> dict:
+    """`fpsim bench --quick` on the device: matmul TFLOP/s and the bundled models' training steps against the
+    claims, with bench.json and bench.png beside the report."""
+    outputs = {"report": folder / "bench.json", "figure": folder / "bench.png"}
+    argv = ["bench", "--quick", "--device", device, "-o", str(outputs["report"]), "--plot", str(outputs["figure"])]
+    return command_section(argv, outputs)
+
+
+def audits(device: str, folder: Path, models: tuple[str, ...]) -> dict:
+    """`fpsim audit --model NAME` on the device for each model: per-tensor range counts, loss scales, the first
+    non-finite tensor, with audit_NAME.json beside the report."""
+    sections = {}
+    for name in models:
+        report = folder / f"audit_{name}.json"
+        argv = ["audit", "--model", name, "--device", device, "--json", str(report)]
+        sections[name] = command_section(argv, {"report": report})
+    return sections | {"markdown": "\n\n".join(f"### {name}\n\n{s['markdown']}" for name, s in sections.items())}
+
+
 def environment(device: str) -> dict:
     record = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
               "device": device, "fpsim": fpsim.__version__}  # fmt: skip
@@ -529,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     log.section("matrix units vs the chip", lambda: matrix_units_vs_chip(device, full))
     policies = compare.POLICIES if full else ("fp32", "amp")
     log.section("simulator vs torch", lambda: experiments(device, policies, None if full else 3, 30 if full else 1))
+    log.section("fpsim bench --quick", lambda: bench_quick(device, log.folder))
+    audited = tuple(MODELS) if full else ("digits-mlp",)
+    log.section("fpsim audit", lambda: audits(device, log.folder, audited))
     print(f"[gpu_check] wrote {args.out}/gpu_check.json and gpu_check.md", file=sys.stderr)
     return 1 if log.record["errors"] else 0
 

@@ -47,6 +47,16 @@ def test_quick_check_on_the_cpu_completes_every_section(tmp_path):
     assert units["device"].startswith("needs CUDA") and "## matrix units vs the chip" in markdown
     assert {row["model"] for row in units["rows"]} == {"h100_fp16", "h100_bf16", "h100_tf32", "h100_fp8_e4m3"}
     assert all(row["identical"] == "100.00%" for row in units["rows"])  # the model against itself, on the CPU
+    bench = sections["fpsim bench --quick"]
+    assert bench["exit code"] == 0 and bench["report"]["schema"] == "fpsim.bench/1"
+    assert bench["report"]["environment"]["device"] == "cpu" and bench["report"]["quick"] is True
+    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG") and "claim: 2–3× faster" in bench["markdown"]
+    audit = sections["fpsim audit"]
+    if gpu_check.has_command("audit"):
+        assert audit["digits-mlp"]["exit code"] == 0 and (tmp_path / "audit_digits-mlp.json").is_file()
+        assert audit["digits-mlp"]["report"]["tensors"]  # every tensor's counts, read back from the JSON
+    else:
+        assert audit["digits-mlp"]["markdown"] == "unavailable: this fpsim has no `fpsim audit` command"
 
 
 def test_a_multi_line_torch_compile_error_stays_one_cell_of_the_markdown_table(monkeypatch):
@@ -63,6 +73,18 @@ def test_a_multi_line_torch_compile_error_stays_one_cell_of_the_markdown_table(m
     assert rows[-1]["x native"] == "unavailable: RuntimeError: backend 'inductor' raised"
     lines = gpu_check.markdown_table(rows).splitlines()
     assert len(lines) == len(rows) + 2 and all(line.count(" | ") == len(rows[0]) - 1 for line in lines[2:])
+
+
+def test_a_command_this_fpsim_lacks_is_a_note_and_a_failing_one_is_an_error(monkeypatch, tmp_path):
+    gpu_check = load_script()
+    monkeypatch.setattr(gpu_check, "has_command", lambda name: False)
+    assert gpu_check.bench_quick("cpu", tmp_path) == {
+        "markdown": "unavailable: this fpsim has no `fpsim bench` command"
+    }
+    monkeypatch.setattr(gpu_check, "has_command", lambda name: True)
+    with pytest.raises(RuntimeError, match="exited with 2: fpsim: error: --device must be one of"):
+        gpu_check.bench_quick("tpu", tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_probe_rows_hold_what_they_claim():
