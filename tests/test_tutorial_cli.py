@@ -85,15 +85,18 @@ def test_no_pause_runs_every_cell_once_and_saves_figures(capsys, fixtures, tmp_p
     monkeypatch.delenv("FPSIM_TUTORIAL_OUT", raising=False)
     code, out, err = run(capsys, "tutorial", "1", "--no-pause", "--out", str(tmp_path / "figs"))
     assert code == 0 and not err
-    assert shown_cells(out) == list(range(1, 10))
+    assert shown_cells(out) == list(range(1, 11))
     assert out.count("counter is 1") == 1 and "counter is 2" not in out
     assert "\n10\n" in out  # the value of the bare expression `counter * 10`, shown like a notebook's Out
     assert "checked" in out and "End of tutorial 1" in out
-    saved = tmp_path / "figs" / "line.png"  # saved by the tutorial itself, into FPSIM_TUTORIAL_OUT
-    unsaved = tmp_path / "figs" / "01-cell6.png"  # a Figure value the tutorial did not save: saved for it
-    assert f"figure saved: {saved}" in out and f"figure saved: {unsaved}" in out
-    assert saved.read_bytes()[:8] == PNG and unsaved.read_bytes()[:8] == PNG
-    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["01-cell6.png", "line.png"]
+    figs = tmp_path / "figs"
+    saved = figs / "line.png"  # saved by the tutorial itself, into FPSIM_TUTORIAL_OUT
+    unsaved = [figs / "01-cell6.png", figs / "01-cell7.png"]  # a Figure value, a pyplot figure: saved for it
+    assert [line for line in out.splitlines() if line.startswith("figure saved")] == [
+        f"figure saved: {path}" for path in (saved, *unsaved)
+    ]  # cell 8 saves nothing: cell 7's pyplot figure was closed after cell 7, as Jupyter closes it
+    assert all(path.read_bytes()[:8] == PNG for path in (saved, *unsaved))
+    assert sorted(p.name for p in figs.iterdir()) == ["01-cell6.png", "01-cell7.png", "line.png"]
     assert "FPSIM_TUTORIAL_OUT" not in os.environ  # restored after the run
 
 
@@ -117,7 +120,7 @@ def test_without_a_terminal_on_stdin_it_never_waits_for_a_key(tmp_path):
             process.stdin.close()
     text = output.read_text()
     assert code == 0, text
-    assert shown_cells(text) == list(range(1, 10)) and "Enter: next" not in text
+    assert shown_cells(text) == list(range(1, 11)) and "Enter: next" not in text
 
 
 def test_a_failed_check_shows_the_cell_and_its_traceback_and_exits_1(capsys, fixtures, tmp_path):
@@ -149,14 +152,14 @@ def test_step_keys_move_through_the_cells(capsys, fixtures, tmp_path, monkeypatc
     code, out, err = run(capsys, "tutorial", "1", "--step", "--out", str(tmp_path), keys=keys, monkeypatch=monkeypatch)
     assert code == 0 and not err
     assert shown_cells(out) == cells
-    assert f"Stopped at cell {stopped_at} of 9" in out and "End of tutorial" not in out
+    assert f"Stopped at cell {stopped_at} of 10" in out and "End of tutorial" not in out
 
 
 def test_going_back_shows_a_cell_again_without_running_it_again(capsys, fixtures, tmp_path, monkeypatch):
-    keys = "\n" * 4 + "b\n" + "\n" * 8  # to cell 5, back to 4, then on to the end (the last cell checks counter == 1)
+    keys = "\n" * 4 + "b\n" + "\n" * 7  # to cell 5, back to 4, then on to the end (the last cell checks counter == 1)
     code, out, _ = run(capsys, "tutorial", "1", "--step", "--out", str(tmp_path), keys=keys, monkeypatch=monkeypatch)
     assert code == 0 and "End of tutorial 1" in out
-    assert shown_cells(out) == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8, 9]
+    assert shown_cells(out) == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8, 9, 10]
     assert out.count("counter is 1") == 2 and "counter is 2" not in out  # cell 4's output, shown twice, run once
     assert out.count("(shown again, not run again)") == 2  # cells 4 and 5 the second time
     assert out.count(f"figure saved: {tmp_path / 'line.png'}") == 2
@@ -165,7 +168,7 @@ def test_going_back_shows_a_cell_again_without_running_it_again(capsys, fixtures
 def test_step_prompts_after_every_cell_and_refuses_unknown_keys(capsys, fixtures, tmp_path, monkeypatch):
     code, out, _ = run(capsys, "tutorial", "1", "--step", "-o", str(tmp_path), keys="x\nq\n", monkeypatch=monkeypatch)
     assert code == 0
-    assert out.count("[1/9] Enter: next · b: back · q: quit ›") == 2
+    assert out.count("[1/10] Enter: next · b: back · q: quit ›") == 2
     assert "Unknown key 'x': press Enter: next · b: back · q: quit" in out
 
 
@@ -202,6 +205,8 @@ def test_an_exported_notebook_runs_in_jupyter_with_inline_figures(capsys, fixtur
     outputs = {cell.source.splitlines()[-1]: cell.outputs for cell in book.cells if cell.cell_type == "code"}
     assert outputs['print(f"counter is {counter}")'][0].text == "counter is 1\n"
     assert "image/png" in outputs["fig"][0].data and "image/png" in outputs["unsaved"][0].data
+    pyplot_cell = outputs["(line,) = axes.plot([0, 1], [0.5, 0.5])"]  # no value: shown by the inline backend
+    assert [output.output_type for output in pyplot_cell] == ["display_data"] and "image/png" in pyplot_cell[0].data
     assert outputs["counter * 10"][0].data["text/plain"] == "10"
     assert (tmp_path / "figs" / "line.png").read_bytes()[:8] == PNG
 

@@ -1,7 +1,9 @@
 """Every tutorial in tutorials/ runs end to end as a script (Agg, no network, 60 s) with its asserts passing, and
 keeps the file contract of the tutorial runner (header, title, goal, time, checks, exercises, recap).
 
-The contract is read here with this test's own regular expressions, not with fpsim.tutorials' parser.
+The contract is read here with this test's own regular expressions, not with fpsim.tutorials' parser. Each
+tutorial also runs as an exported notebook in a real Jupyter kernel, with its figures inline: a slower test,
+marked `notebook`, that CI runs (`python -m pytest -m notebook`).
 """
 
 import os
@@ -10,7 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
+
+from fpsim import tutorials
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 FILES = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
@@ -88,3 +94,23 @@ def test_tutorial_keeps_the_file_contract(path):
     assert re.search(r"^# ## Recap", text, re.MULTILINE), "a '## Recap' at the end"
     assert 'OUT = Path(os.environ.get("FPSIM_TUTORIAL_OUT", "tutorial_figures"))' in text
     assert "plt.show(" not in text, "figures are saved to OUT and shown as a cell's last expression"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
+def test_tutorial_runs_as_a_notebook_with_its_figures_inline(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core's own deprecation notice otherwise
+    monkeypatch.setenv("FPSIM_TUTORIAL_OUT", str(tmp_path / "figures"))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own inline backend
+    book = tutorials.notebook(tutorials.load(path))
+    nbformat.validate(book)
+    client = NotebookClient(
+        book, timeout=TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()  # a cell that raises (a failed assert) raises CellExecutionError here
+    for cell in book.cells:
+        if cell.cell_type == "code" and re.fullmatch(r"fig\w*", cell.source.splitlines()[-1]):
+            images = sum("image/png" in output.get("data", {}) for output in cell.outputs)
+            assert images == 1, (
+                f"a figure cell shows {images} images (pyplot figures show twice: use Figure()):\n{cell.source}"
+            )

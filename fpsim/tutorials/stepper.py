@@ -113,11 +113,22 @@ def _ask(screen: Console, keys: IO[str], position: int, count: int) -> str:
 
 def _show_cell(screen: Console, cell: Cell, position: int, count: int) -> None:
     label = "solution" if cell.is_solution else cell.kind
+    screen.print()
     screen.print(Rule(f"cell {position + 1}/{count} · {label} · line {cell.line}", align="left", style="dim"))
     if cell.kind == "markdown":
         _print(screen, Markdown(cell.source))
     else:
-        _print(screen, Syntax(cell.source, "python", line_numbers=True, start_line=cell.line, word_wrap=True))
+        _print(
+            screen,
+            Syntax(
+                cell.source,
+                "python",
+                line_numbers=True,
+                start_line=cell.line,
+                word_wrap=True,
+                background_color="default",
+            ),
+        )
 
 
 def _print(screen: Console, renderable: RenderableType) -> None:
@@ -153,17 +164,18 @@ def _run(cell: Cell, position: int, tutorial: Tutorial, namespace: dict, out: Pa
     figures = sorted(path for path, stamp in _files_in(out).items() if before.get(path) != stamp)
     if not figures:
         figures = _save_unsaved(value, out, f"{tutorial.number:02d}-cell{position + 1}")
+    _close_pyplot_figures()  # as Jupyter's inline backend does after each cell: none spills into the next one
     _list_figures(screen, figures)
     return _Shown(record.getvalue(), figures)
 
 
 def _compile(cell: Cell, path: Path) -> tuple[object, object | None]:
-    """The cell's statements, and its last bare expression apart (shown like a notebook's Out, unless the line
-    ends with ';'); compiled with the file's name and line numbers, so tracebacks quote the tutorial."""
+    """The cell's statements, and its last bare expression apart (shown like a notebook's Out); compiled with the
+    file's name and line numbers, so tracebacks quote the tutorial."""
     tree = ast.parse(cell.source, filename=str(path))
     ast.increment_lineno(tree, cell.line - 1)
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr) and not cell.source.rstrip().endswith(";"):
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = compile(ast.Expression(tree.body.pop().value), str(path), "eval")
     return compile(tree, str(path), "exec"), last
 
@@ -181,19 +193,28 @@ def _display(value: object) -> None:
 
 def _save_unsaved(value: object, out: Path, stem: str) -> list[Path]:
     """Figures a notebook would show but the cell did not save: its Figure value, and pyplot figures it left
-    open (Jupyter's inline backend shows those); saved as STEM[-k].png. Open pyplot figures are closed after."""
-    from matplotlib import pyplot as plt
+    open (Jupyter's inline backend shows those); saved as STEM[-k].png."""
     from matplotlib.figure import Figure
 
-    figures = [plt.figure(number) for number in plt.get_fignums()]
+    figures = _pyplot_figures()
     if isinstance(value, Figure) and value not in figures:
         figures.append(value)
-    plt.close("all")
     names = [f"{stem}.png"] if len(figures) == 1 else [f"{stem}-{k}.png" for k in range(1, len(figures) + 1)]
-    paths = []
-    for figure, name in zip(figures, names):
-        paths.append(atomic_write(out / name, lambda f, figure=figure: figure.savefig(f, format="png"), binary=True))
-    return paths
+    return [
+        atomic_write(out / name, lambda file, figure=figure: figure.savefig(file, format="png"), binary=True)
+        for figure, name in zip(figures, names)
+    ]
+
+
+def _pyplot_figures() -> list:
+    """The figures pyplot holds open; none when the tutorial never imported pyplot (nor is it imported here)."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    return [pyplot.figure(number) for number in pyplot.get_fignums()] if pyplot else []
+
+
+def _close_pyplot_figures() -> None:
+    if pyplot := sys.modules.get("matplotlib.pyplot"):
+        pyplot.close("all")
 
 
 def _files_in(out: Path) -> dict[Path, int]:
@@ -212,28 +233,21 @@ def _report(error: Exception, path: Path, cell: int) -> str:
 
 @contextlib.contextmanager
 def _figures_to(out: Path) -> Iterator[None]:
-    """Matplotlib without a window (Agg), and the tutorial's OUT set to `out`; both restored afterwards."""
+    """Matplotlib switched to Agg (figures go to files, no window opens), and the tutorial's OUT set to `out`
+    until the end (then restored)."""
     import matplotlib
 
-    saved_backend, saved_out = matplotlib.get_backend(), os.environ.get(OUT_VARIABLE)
+    saved_out = os.environ.get(OUT_VARIABLE)
     matplotlib.use("Agg")
     os.environ[OUT_VARIABLE] = str(out)
     try:
         yield
     finally:
-        _restore(OUT_VARIABLE, saved_out)
-        from matplotlib import pyplot as plt
-
-        plt.close("all")
-        if saved_backend.lower() != "agg":
-            matplotlib.use(saved_backend)
-
-
-def _restore(variable: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(variable, None)
-    else:
-        os.environ[variable] = value
+        if saved_out is None:
+            os.environ.pop(OUT_VARIABLE, None)
+        else:
+            os.environ[OUT_VARIABLE] = saved_out
+        _close_pyplot_figures()
 
 
 class _Tee(io.TextIOBase):

@@ -44,6 +44,12 @@ unsaved.subplots().plot([0, 1], [1, 0])
 unsaved
 
 # %%
+import matplotlib.pyplot as plt
+
+figure, axes = plt.subplots(figsize=(3, 2))
+(line,) = axes.plot([0, 1], [0.5, 0.5])
+
+# %%
 counter * 10
 
 # %% [markdown]
