@@ -135,6 +135,18 @@ def test_a_failed_check_shows_the_cell_and_its_traceback_and_exits_1(capsys, fix
     assert err.rstrip().splitlines()[-1] == "fpsim: tutorial 2 stopped at cell 3: the error above"
 
 
+def test_a_cell_that_does_not_parse_is_shown_with_its_file_and_line(capsys, tmp_path, monkeypatch):
+    text = (FIXTURES / "01_counting.py").read_text(encoding="utf-8").replace("counter += 1", "counter += ")
+    (tmp_path / "tutorials").mkdir()
+    (tmp_path / "tutorials" / "01_counting.py").write_text(text)
+    monkeypatch.setenv(tutorials.FOLDER_VARIABLE, str(tmp_path / "tutorials"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["tutorial", "1", "--no-pause", "--out", str(tmp_path / "figs")])
+    out, err = capsys.readouterr()
+    assert stopped.value.code == 1 and shown_cells(out) == [1, 2, 3, 4]
+    assert "Cell 4 failed (SyntaxError)" in err and f'"{tmp_path / "tutorials" / "01_counting.py"}", line 30' in err
+
+
 # ---- stepping with piped keys ----------------------------------------------------------------------------------
 
 

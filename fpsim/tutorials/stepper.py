@@ -150,11 +150,11 @@ def _list_figures(screen: Console, figures: list[Path]) -> None:
 
 def _run(cell: Cell, position: int, tutorial: Tutorial, namespace: dict, out: Path, screen: Console) -> _Shown:
     """Run one code cell; its output goes to the screen as it is printed and is also kept for `b`."""
-    body, last = _compile(cell, tutorial.path)
     before = _files_in(out)
     screen.file.flush()
     with _tee(screen.file) as record:
         try:
+            body, last = _compile(cell, tutorial.path)
             exec(body, namespace)
             value = eval(last, namespace) if last is not None else None
         except Exception as error:
@@ -172,8 +172,7 @@ def _run(cell: Cell, position: int, tutorial: Tutorial, namespace: dict, out: Pa
 def _compile(cell: Cell, path: Path) -> tuple[object, object | None]:
     """The cell's statements, and its last bare expression apart (shown like a notebook's Out); compiled with the
     file's name and line numbers, so tracebacks quote the tutorial."""
-    tree = ast.parse(cell.source, filename=str(path))
-    ast.increment_lineno(tree, cell.line - 1)
+    tree = ast.parse("\n" * (cell.line - 1) + cell.source, filename=str(path))  # the cell's lines where they are
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = compile(ast.Expression(tree.body.pop().value), str(path), "eval")
