@@ -221,7 +221,13 @@ class BlockPlan:
         if finite_amax == 0:
             return 1.0
         quotient = finite_amax / (FP8_E4M3.max * self.fmt.element.max)  # exact divisor; rounded once (docstring)
-        return max(float(round_to(quotient, FP32)), math.ldexp(1.0, FP32.emin - FP32.nmant))
+        scale = float(round_to(quotient, FP32, overflow="inf"))
+        if math.isinf(scale):
+            raise ValueError(
+                f"x's largest magnitude {finite_amax:g} needs a tensor scale amax / (448 · {self.fmt.element.max:g}) "
+                "beyond float32's range; scale x down, or pass tensor_scale"
+            )
+        return max(scale, math.ldexp(1.0, FP32.emin - FP32.nmant))
 
 
 def normalize_axis(axis: object, ndim: int) -> int:

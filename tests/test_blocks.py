@@ -399,6 +399,7 @@ def test_presets():
         (lambda: quantize_blocks([1.0], "mxfp4", tensor_scale=1.0), ValueError, "tensor_scale applies"),
         (lambda: quantize_blocks([1.0], "nvfp4", tensor_scale=0.1), ValueError, "positive finite float32"),
         (lambda: quantize_blocks([1.0], "nvfp4", tensor_scale=-1.0), ValueError, "positive finite float32"),
+        (lambda: quantize_blocks([1e42], "nvfp4"), ValueError, "beyond float32's range"),
         (lambda: quantize_blocks([1.0], "mxfp4", rounding="sideways"), ValueError, "rounding"),
         (lambda: quantize_blocks([1.0], "mxfp4", on_nan="ignore"), ValueError, "on_nan must be one of"),
         (lambda: quantize_blocks([1.0], "mxfp4", partial="no"), TypeError, "partial must be a bool"),
