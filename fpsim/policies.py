@@ -1,6 +1,7 @@
 """Precision policies: which format each kind of tensor lives in during training, as plain data.
 
-Invariant: a policy names formats and a scaler only; `Precision` applies it and counts what the casts did.
+Invariant: a policy names formats, a block format and a scaler only; `Precision` applies it and counts what the
+casts did.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fpsim.blocks import BLOCK_FORMATS, BlockFormat, get_block_format, quantize_blocks
 from fpsim.codec import round as round_to
 from fpsim.flags import Flags, suspended
 from fpsim.formats import FP32, FP64, Format, get_format
@@ -21,7 +23,9 @@ class Policy:
     """Formats for weights and activations as computed with (`compute`), the optimizer's copy of the weights
     and its state (`master`), backward gradients (`grads`), softmax/loss/norm internals (`reductions`) and
     matmul partial sums (`accumulate`: fp32 or fp64 BLAS, or a matrix unit of fpsim.matrix_unit such as
-    "h100_fp16", taking compute and grads values); the loss scaler; and per-tensor scaling into narrow formats."""
+    "h100_fp16", taking compute and grads values); the loss scaler; per-tensor scaling into narrow formats; and
+    `blocks`: "none", or a block format of fpsim.BLOCK_FORMATS (such as "mxfp8_e4m3") into which every matmul's
+    two operands are quantized, in blocks along the reduction axis, just before the multiplication."""
 
     name: str
     compute: str
@@ -32,6 +36,7 @@ class Policy:
     scaler: str = "none"
     loss_scale: float = 2.0**16
     per_tensor_scaling: bool = False
+    blocks: str = "none"
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -47,6 +52,24 @@ class Policy:
         if self.scaler not in SCALERS:
             raise ValueError(f"scaler must be one of {', '.join(SCALERS)}; got {self.scaler!r}")
         fp32_scale("loss_scale", self.loss_scale)  # must round to a finite, nonzero fp32
+        if self.blocks != "none":
+            self._check_blocks()
+
+    def _check_blocks(self) -> None:
+        """A block format by name (a policy is plain data), multiplied by fp32 or fp64 BLAS, scaled per block only."""
+        if not isinstance(self.blocks, str) or self.blocks not in BLOCK_FORMATS:
+            raise ValueError(f"blocks must be 'none' or a block format name ({', '.join(BLOCK_FORMATS)}); "
+                             f"got {self.blocks!r}")  # fmt: skip
+        if self.accumulate in MATRIX_UNITS:
+            raise ValueError(
+                f"blocks={self.blocks!r} with accumulate={self.accumulate!r} is not modelled (the unit would need the "
+                "block scales): use accumulate='fp32'"
+            )
+        if self.per_tensor_scaling:
+            raise ValueError(
+                f"blocks={self.blocks!r} scales the matmul inputs per block; per_tensor_scaling would scale them "
+                "again: use per_tensor_scaling=False"
+            )
 
     def _check_unit(self, unit: MatrixUnit) -> None:
         """The unit multiplies what the policy's matmuls receive: compute values forward, grads values backward."""
@@ -94,6 +117,13 @@ POLICIES: dict[str, Policy] = {
         Policy("bf16", "bf16", "fp32", "bf16", "fp32", description="bf16 compute, fp32 master weights, no scaling"),
         Policy("fp8", "fp8_e4m3", "fp32", "fp8_e5m2", "fp32", per_tensor_scaling=True,
                description="e4m3 forward, e5m2 gradients, per-tensor scaling, fp32 master weights"),
+        Policy("mxfp8", "fp32", "fp32", "fp32", "fp32", blocks="mxfp8_e4m3",
+               description="MXFP8: every matmul operand (forward and backward) in e4m3 blocks of 32 with a shared "
+               "power-of-two scale along the reduction axis, fp32 accumulation; fp32 elsewhere (torchao's recipe)"),
+        Policy("mxfp4", "fp32", "fp32", "fp32", "fp32", blocks="mxfp4",
+               description="as mxfp8, with e2m1 elements (max 6): MXFP4 matmuls"),
+        Policy("nvfp4", "fp32", "fp32", "fp32", "fp32", blocks="nvfp4",
+               description="as mxfp8, with NVFP4 blocks: e2m1 elements, an e4m3 scale per 16"),
     )
 }  # fmt: skip
 
@@ -131,6 +161,7 @@ class Precision:
         self.compute, self.master = get_format(policy.compute), get_format(policy.master)
         self.grads, self.reductions = get_format(policy.grads), get_format(policy.reductions)
         self.unit = MATRIX_UNITS.get(policy.accumulate)
+        self.blocks = None if policy.blocks == "none" else get_block_format(policy.blocks)
         self.accumulate = FP32 if self.unit else get_format(policy.accumulate)  # a unit's results are fp32
         self.reset_counts()
 
@@ -178,13 +209,27 @@ class Precision:
         """a @ b with partial sums in the accumulate format (the host BLAS's order), rounded to `out`; or, when
         the policy names a matrix unit, as that unit computes it (fp32 output), then rounded to `out`.
 
-        Products of fp16, bf16, tf32 or fp8 values are exact in fp32, so float32 BLAS is fp32 accumulation.
+        With a block format, a's rows and b's columns (the reduced axis of each) are quantized in blocks first, as
+        a block-scaled GEMM receives them, and NVFP4's two per-tensor scales multiply the result (the GEMM's alpha).
+        Products of fp16, bf16, tf32, fp8 or block-scaled values are exact in fp32, so float32 BLAS is fp32
+        accumulation.
         """
+        alpha = 1.0
+        if self.blocks is not None:
+            (a, scale_a), (b, scale_b) = block_operand(a, self.blocks, -1), block_operand(b, self.blocks, 0)
+            alpha = np.float32(scale_a) * np.float32(scale_b)  # the GEMM's fp32 alpha, one rounding (1 for MX)
         with np.errstate(all="ignore"):  # inf and NaN propagate through the product, as on the hardware
             if self.unit is not None:  # operands are compute (or equal grads) values: "exact" refuses any other
                 product = unit_matmul(a, b, self.unit, out="fp32", fmt=self.compute.name, inputs="exact")
             elif self.accumulate is FP32:
-                product = (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float64)
+                product = (a.astype(np.float32) @ b.astype(np.float32) * np.float32(alpha)).astype(np.float64)
             else:
-                product = a @ b
+                product = a @ b * float(alpha)
         return self.cast(product, out)
+
+
+def block_operand(x: np.ndarray, fmt: BlockFormat, axis: int) -> tuple[np.ndarray, float]:
+    """x quantized in blocks along `axis` as a block-scaled GEMM receives it: elements times their block scales
+    (exact in fp32), and the per-tensor scale (NVFP4's; 1 for MX) that the GEMM applies to its result."""
+    quantized = quantize_blocks(x, fmt, axis=axis)
+    return quantized.values / quantized.tensor_scale, quantized.tensor_scale  # exact: values were formed exactly

@@ -450,6 +450,21 @@ def run(
                                      on_step=on_step)  # fmt: skip
     if device is not None:
         raise ValueError(f"device={device!r} needs backend='torch'; the numpy simulator runs on the CPU only")
+    return _train(config, dataset, on_step)[0]
+
+
+def last_gradients(config: Config, *, dataset: datasets.Dataset | None = None) -> list[np.ndarray]:
+    """Train `config` in the simulator and return every gradient tensor its last step cast to the grads format,
+    whole and in its shape (exact values before the cast, divided by the loss scale), in backward order: the
+    tensors whose every k-th value History.gradient_sample keeps."""
+    history, p = _train(config, dataset, None)
+    return [g / history.scale[-1] for g in p.gradients_seen]
+
+
+def _train(
+    config: Config, dataset: datasets.Dataset | None, on_step: Callable[[History], None] | None
+) -> tuple[History, Precision]:
+    """The simulator's run: the History, and the Precision that still holds the last step's gradients."""
     policy = config.validate()
     dataset = _load_data(config) if dataset is None else _checked(dataset)
     if config.batch_size > len(dataset.x_train):
@@ -476,7 +491,7 @@ def run(
             on_step(history)
     history.gradient_sample = _gradient_sample(p, history.scale[-1])  # p still holds the last step's gradients
     history.seconds = time.perf_counter() - start
-    return history
+    return history, p
 
 
 def kernel_threads(config: Config) -> int:

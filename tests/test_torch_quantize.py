@@ -1,5 +1,6 @@
-"""Fake quantization: quantize's forward is fpsim.round and its backward straight-through or rounded; Quantize;
-fake_quantize on Linear and Conv layers, with a small model trained in fp8 and fp6 on the CPU."""
+"""Fake quantization: quantize's forward is fpsim.round (or fpsim.quantize_blocks along an axis) and its backward
+straight-through or rounded; Quantize; fake_quantize on Linear and Conv layers, with a small model trained in fp8
+and fp6 on the CPU; block_matmul, the three products of MX training."""
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from torch import nn
 
 import fpsim
 import fpsim.torch as ft
+from fpsim.formats import FP64
+from fpsim.policies import Policy, Precision
 
 
 def rounded(x: torch.Tensor, fmt, mode: str = "nearest_even") -> torch.Tensor:
@@ -185,3 +188,97 @@ def test_fp8_fake_quantization_agrees_with_numpys_fake_quantized_matmul():
     w = fpsim.round(layer.parametrizations.weight.original.detach().numpy(), "fp8_e4m3")
     expected = fpsim.round(x.numpy(), "fp8_e4m3") @ w.T  # products of 4-bit significands: exact in float64
     assert np.array_equal(layer(x).detach().numpy(), expected)
+
+
+# ---- block formats: blocks along the reduction axis -----------------------------------------------------------------
+def blocked(x: torch.Tensor, fmt: str, axis: int = -1) -> torch.Tensor:
+    """The NumPy fpsim.quantize_blocks, back as a tensor of x's dtype: the reference for block formats."""
+    return torch.from_numpy(fpsim.quantize_blocks(x.detach().double().numpy(), fmt, axis=axis).values).to(x.dtype)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "dtype"), [("mxfp8_e4m3", torch.float32), ("mxfp4", torch.float32), ("nvfp4", torch.float64)]
+)  # nvfp4 values (e2m1 · e4m3 · an fp32 tensor scale) need float64
+@pytest.mark.parametrize(("axis", "other"), [(-1, 0), (0, 1)])
+def test_quantize_to_a_block_format_runs_its_blocks_along_the_axis(fmt, dtype, axis, other):
+    torch.manual_seed(5)
+    x = torch.randn(48, 40, dtype=dtype) * torch.exp2(torch.randint(-6, 7, (48, 40))).to(dtype)
+    x.requires_grad_(True)
+    out = ft.quantize(x, fmt, axis=axis)
+    assert_same_bits(out, blocked(x, fmt, axis))
+    assert not torch.equal(out, blocked(x, fmt, other))  # the axis matters: the other one gives other values
+    upstream = torch.randn(48, 40, dtype=dtype)
+    out.backward(upstream)
+    assert torch.equal(x.grad, upstream)  # straight-through
+
+
+def test_a_block_format_rounds_the_gradient_along_the_same_axis():
+    torch.manual_seed(6)
+    x, upstream = torch.randn(8, 64, requires_grad=True), torch.randn(8, 64)
+    layer = ft.Quantize("fp8_e4m3", grad_fmt="mxfp4")
+    layer(x).backward(upstream)
+    assert_same_bits(x.grad, blocked(upstream, "mxfp4", -1))
+    assert "grad=mxfp4 blocks along axis -1 nearest_even" in repr(layer)
+    y = torch.randn(64, 8, requires_grad=True)
+    ft.quantize(y, "mxfp8_e4m3", axis=0, grad_fmt="mxfp4").backward(upstream.T)
+    assert_same_bits(y.grad, blocked(upstream.T, "mxfp4", 0))
+
+
+def test_a_fake_quantized_linear_takes_block_operands_along_its_features():
+    torch.manual_seed(2)
+    layer = ft.fake_quantize(nn.Linear(40, 6, bias=False).double(), weight="mxfp8_e4m3", input="mxfp8_e4m3")
+    x = torch.randn(16, 40, dtype=torch.float64)
+    w = layer.parametrizations.weight.original.detach()
+    expected = blocked(x, "mxfp8_e4m3").numpy() @ blocked(w, "mxfp8_e4m3").numpy().T  # 8-bit products: exact sums
+    assert np.array_equal(layer(x).detach().numpy(), expected)
+    assert layer.fpsim_fake_quantized == {"weight": "mxfp8_e4m3", "input": "mxfp8_e4m3"}
+
+
+def test_a_fake_quantized_conv_runs_its_blocks_along_the_channels():
+    torch.manual_seed(3)
+    conv = ft.fake_quantize(nn.Conv2d(40, 3, 2, bias=False).double(), weight="mxfp4", input="mxfp4")
+    x = torch.randn(2, 40, 4, 4, dtype=torch.float64)
+    w = conv.parametrizations.weight.original.detach()
+    expected = F.conv2d(blocked(x, "mxfp4", 1), blocked(w, "mxfp4", 1))  # N C H W and O C kh kw: channels are axis 1
+    assert torch.equal(conv(x), expected)
+
+
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
+def test_block_matmul_is_the_simulators_three_products(fmt):
+    """y = x·wᵀ, dx = dy·w and dw = dyᵀ·x, each with both operands in blocks along the axis it reduces: the
+    matmuls of fpsim.nn under a block policy (here accumulating in fp64, where these sums are exact)."""
+    torch.manual_seed(4)
+    x = torch.randn(40, 36, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 36, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(40, 6, dtype=torch.float64)
+    y = ft.block_matmul(x, w, fmt)
+    y.backward(dy)
+    p = Precision(Policy("blocks-fp64", "fp64", "fp64", "fp64", "fp64", accumulate="fp64", blocks=fmt))
+    xs, ws, dys = (t.detach().numpy() for t in (x, w, dy))
+    assert np.array_equal(y.detach().numpy(), p.matmul(xs, ws.T, FP64))  # forward: h @ W
+    assert np.array_equal(x.grad.numpy(), p.matmul(dys, ws, FP64))  # dz @ W.T
+    assert np.array_equal(w.grad.numpy().T, p.matmul(xs.T, dys, FP64))  # h.T @ dz
+    assert not np.array_equal(y.detach().numpy(), xs @ ws.T)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: ft.quantize(torch.ones(2), "fp8_e4m3", axis=0), ValueError, "axis=0 applies only to block formats"),
+        (lambda: ft.quantize(torch.ones(2), "mxfp4", axis=1.5), TypeError, "axis must be an int"),
+        (lambda: ft.quantize(torch.ones(2), "mxfp4", overflow="saturate"), ValueError,
+         "overflow= does not apply to the block format 'mxfp4'"),
+        (lambda: ft.Quantize("mxfp4", on_nan="zero"), ValueError, "on_nan= does not apply"),
+        (lambda: ft.quantize(torch.ones(2, dtype=torch.float16), "mxfp4"), TypeError,
+         "block format mxfp4 needs a float32 or float64 tensor, got torch.float16"),
+        (lambda: ft.quantize(torch.ones(2), "nvfp4"), TypeError, "block format nvfp4 needs a float64 tensor"),
+        (lambda: ft.block_matmul(torch.ones(2, 2), torch.ones(2, 2), "fp8_e4m3"), ValueError,
+         "fmt must be a block format"),
+        (lambda: ft.block_matmul(torch.ones(2), torch.ones(2, 2), "mxfp4"), ValueError, "x must be a 2-D"),
+        (lambda: ft.block_matmul(torch.ones(2, 2), torch.ones(2, 2).half(), "mxfp4"), TypeError,
+         "x and w must both be float32 or both float64 tensors, got torch.float32 and torch.float16"),
+    ],
+)  # fmt: skip
+def test_block_quantization_bad_input_gets_a_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()

@@ -10,8 +10,10 @@ import re
 import numpy as np
 import pytest
 
+import fpsim
 import fpsim.train as train
 from fpsim import data
+from fpsim.formats import FP32
 from fpsim.nn import MLP
 from fpsim.policies import POLICIES, Policy, Precision, get_policy
 from fpsim.train import SCENARIOS, Config, History, load_results, run, save_csv, save_results, scenario
@@ -360,3 +362,79 @@ def test_a_matrix_unit_run_survives_the_results_file(tmp_path):
     (again,) = load_results(tmp_path / "runs.json")
     assert again.config["accumulate"] == again.policy["accumulate"] == "h100_fp16" and again.loss == history.loss
     assert get_policy(again.policy) == Config.from_dict(again.config).validate()
+
+
+# ---- block formats (Policy.blocks names a preset of fpsim.BLOCK_FORMATS) -------------------------------------------
+MX_SPEC = {"mxfp8": ("fp8_e4m3", 8), "mxfp4": ("fp4_e2m1", 2)}  # element format and its emax, OCP MX v1.0 table 1
+
+
+def mx_reference(x, element, emax, axis, block=32):
+    """OCP MX v1.0 §6.3 written from the spec, not from fpsim.blocks: per block along `axis` (the last one may be
+    partial), X = 2^(floor(log2 amax) − emax) within E8M0's 2^-127…2^127, elements x/X rounded to nearest even,
+    saturating; an all-zero block stays zero whatever its scale."""
+    moved = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    out = np.empty_like(moved)
+    for start in range(0, moved.shape[-1], block):
+        part = moved[..., start : start + block]
+        amax = np.abs(part).max(axis=-1, keepdims=True)
+        exponent = np.frexp(np.where(amax > 0, amax, 1.0))[1] - 1 - emax  # frexp: floor(log2) with no rounding
+        scale = np.exp2(np.clip(exponent, -127, 127))
+        out[..., start : start + block] = fpsim.round(part / scale, element, overflow="saturate") * scale
+    return np.moveaxis(out, -1, axis)
+
+
+@pytest.mark.parametrize("policy", MX_SPEC)
+def test_a_block_policy_quantizes_both_operands_along_the_reduction_axis(policy):
+    element, emax = MX_SPEC[policy]
+    rng = np.random.default_rng(3)
+    a, b = (fpsim.round(rng.standard_normal(shape) * np.exp2(rng.integers(-9, 9, shape)), "fp32")
+            for shape in ((6, 40), (40, 5)))  # fmt: skip  # K = 40: one whole block of 32 and a partial one
+    p = Precision(get_policy(policy))
+
+    def fp32_product(x, y):
+        return (x.astype(np.float32) @ y.astype(np.float32)).astype(np.float64)
+
+    expected = fp32_product(mx_reference(a, element, emax, -1), mx_reference(b, element, emax, 0))
+    assert np.array_equal(p.matmul(a, b, FP32), expected)
+    across = fp32_product(mx_reference(a, element, emax, 0), mx_reference(b, element, emax, -1))
+    assert not np.array_equal(expected, across) and not np.array_equal(expected, fp32_product(a, b))
+
+
+def test_block_policies_train_close_to_fp32():
+    fp32, mxfp8, mxfp4 = (run(Config(policy=p, steps=40, eval_every=40)) for p in ("fp32", "mxfp8", "mxfp4"))
+    assert mxfp8.policy["blocks"] == "mxfp8_e4m3" and mxfp8.loss != fp32.loss  # quantized from the first matmul
+    gap8, gap4 = (np.abs(np.array(h.loss) - fp32.loss).mean() for h in (mxfp8, mxfp4))
+    assert gap8 < gap4  # 3 mantissa bits per element stay closer to fp32 than 1
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Policy("x", "fp32", "fp32", "fp32", "fp32", blocks="mxfp9"), "blocks must be 'none' or a block "
+         "format name \\(mxfp8_e4m3"),
+        (lambda: Policy("x", "fp32", "fp32", "fp32", "fp32", blocks=None), "blocks must be 'none' or a block"),
+        (lambda: Policy("x", "fp16", "fp32", "fp16", "fp32", blocks="mxfp4", accumulate="h100_fp16"),
+         "blocks='mxfp4' with accumulate='h100_fp16' is not modelled"),
+        (lambda: Policy("x", "fp32", "fp32", "fp32", "fp32", blocks="mxfp4", per_tensor_scaling=True),
+         "per_tensor_scaling would scale them again"),
+    ],
+)  # fmt: skip
+def test_bad_block_policies_are_named_in_the_error(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_a_block_policy_run_survives_the_results_file(tmp_path):
+    history = run(Config(policy="mxfp4", steps=2))
+    save_results([history], tmp_path / "runs.json")
+    (again,) = load_results(tmp_path / "runs.json")
+    assert get_policy(again.policy) == POLICIES["mxfp4"] and again.loss == history.loss
+
+
+def test_last_gradients_are_the_whole_tensors_the_gradient_sample_strides_through():
+    config = scenario("underflow", policy="amp", steps=3)  # a loss scale: both divide by it
+    tensors, history = train.last_gradients(config), run(config)
+    flat = np.concatenate([g.reshape(-1) for g in tensors])
+    stride = flat.size // train.GRADIENT_SAMPLE
+    assert stride >= 1 and history.gradient_sample == flat[::stride][: train.GRADIENT_SAMPLE].tolist()
+    assert [g.shape for g in tensors[:4]] == [(64, 10), (64, 10), (10,), (64, 64)]  # dlogits, W1, b1, hidden

@@ -1,7 +1,8 @@
-"""Fake quantization of torch models: the forward pass rounds to a Format, the backward pass lets the gradient
-through unchanged (straight-through) or rounds it to its own Format.
+"""Fake quantization of torch models: the forward pass rounds to a Format or quantizes in blocks to a BlockFormat,
+the backward pass lets the gradient through unchanged (straight-through) or rounds it to its own format.
 
-Invariant: a quantized tensor holds exactly `fpsim.round` of its value, in the input's own dtype.
+Invariant: a quantized tensor holds exactly `fpsim.round` (or `fpsim.quantize_blocks(...).values`) of its value,
+in the input's own dtype.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils import parametrize
 
+from fpsim.blocks import BLOCK_FORMATS, BlockFormat, get_block_format
 from fpsim.formats import Format, get_format
+from fpsim.torch.blocks import quantize_blocks
 from fpsim.torch.codec import _contains, _Plan
 from fpsim.torch.codec import round as round_to
 
-__all__ = ["Quantize", "fake_quantize", "quantize"]
+__all__ = ["Quantize", "block_matmul", "fake_quantize", "quantize"]
 
 _DTYPE_FORMATS = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -62,6 +66,63 @@ class _Rounder:
         return f"{self.fmt.name} {self.rounding}"
 
 
+@dataclass(frozen=True)
+class _BlockRounder:
+    """One validated block quantization (block format, axis, element rounding), applied to float32/float64 tensors."""
+
+    fmt: BlockFormat
+    axis: int
+    rounding: str
+
+    def check_dtype(self, dtype: torch.dtype, what: str = "") -> None:
+        """Values are elements times a power of two (MX: float32 holds them, fp16 and bf16 may not), or times an e4m3
+        scale and an fp32 tensor scale (NVFP4: up to 30 significant bits, only float64 holds them)."""
+        holders = (torch.float32, torch.float64) if self.fmt.power_of_two else (torch.float64,)
+        if dtype not in holders:
+            raise TypeError(f"fake quantization to the {what}block format {self.fmt.name} needs a "
+                            f"{' or '.join(map(_name, holders))} tensor, got {dtype}")  # fmt: skip
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_dtype(x.dtype)
+        return quantize_blocks(x, self.fmt, axis=self.axis, rounding=self.rounding).values.to(x.dtype)
+
+    def __str__(self) -> str:
+        return f"{self.fmt.name} blocks along axis {self.axis} {self.rounding}"
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _is_block_format(fmt: object) -> bool:
+    return isinstance(fmt, BlockFormat) or (isinstance(fmt, str) and fmt in BLOCK_FORMATS)
+
+
+def _rounder(fmt: object, rounding: object, overflow: object, on_nan: object, generator: object, axis: int):
+    """The rounder of an element format, or of a block format (blocks along `axis`)."""
+    if not _is_block_format(fmt):
+        return _Rounder.checked(fmt, rounding, overflow, on_nan, generator)
+    for name, value, default in (("overflow", overflow, None), ("on_nan", on_nan, "raise"),
+                                 ("generator", generator, None)):  # fmt: skip
+        if value is not default:
+            raise ValueError(f"{name}= does not apply to the block format {fmt!r}: its elements saturate and its "
+                             f"rounding is deterministic; drop {name}")  # fmt: skip
+    _Plan.resolve("fp32", rounding, None, "raise", None, torch.device("cpu"))  # validates the rounding mode's name
+    return _BlockRounder(get_block_format(fmt), axis, rounding)
+
+
+def _block_axis(axis: object, fmt: object, grad_fmt: object) -> int:
+    """`axis` (default -1, the reduction axis of a Linear's input and weight), given only with a block format."""
+    if axis is None:
+        return -1
+    if not (_is_block_format(fmt) or _is_block_format(grad_fmt)):
+        raise ValueError(f"axis={axis!r} applies only to block formats ({', '.join(BLOCK_FORMATS)}); "
+                         f"{fmt!r} rounds every element on its own: drop axis")  # fmt: skip
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"axis must be an int (the axis along which blocks run), got {type(axis).__name__}")
+    return axis
+
+
 class _RoundFunction(torch.autograd.Function):
     """Forward: round. Backward: the incoming gradient, straight through or rounded by its own rounder."""
 
@@ -86,8 +147,10 @@ def _rounders(
     generator: object,
     grad_fmt: object,
     grad_rounding: object,
-) -> tuple[_Rounder, _Rounder | None]:
-    forward = _Rounder.checked(fmt, rounding, overflow, on_nan, generator)
+    axis: object = None,
+) -> tuple[_Rounder | _BlockRounder, _Rounder | _BlockRounder | None]:
+    axis = _block_axis(axis, fmt, grad_fmt)
+    forward = _rounder(fmt, rounding, overflow, on_nan, generator, axis)
     if grad_fmt is None:
         if grad_rounding is not None:
             raise ValueError(
@@ -98,53 +161,57 @@ def _rounders(
     grad_rounding = "nearest_even" if grad_rounding is None else grad_rounding
     grad_generator = generator if grad_rounding == "stochastic" else None
     try:
-        return forward, _Rounder.checked(grad_fmt, grad_rounding, None, "raise", grad_generator)
+        return forward, _rounder(grad_fmt, grad_rounding, None, "raise", grad_generator, axis)
     except ValueError as err:  # name the gradient's arguments, not fpsim.round's
         raise ValueError(f"gradient rounding (grad_fmt={grad_fmt!r}, grad_rounding={grad_rounding!r}): {err}") from None
 
 
 def quantize(
     x: torch.Tensor,
-    fmt: Format | str,
+    fmt: Format | BlockFormat | str,
     rounding: str = "nearest_even",
     *,
+    axis: int | None = None,
     overflow: str | None = None,
     on_nan: str = "raise",
     generator: torch.Generator | None = None,
-    grad_fmt: Format | str | None = None,
+    grad_fmt: Format | BlockFormat | str | None = None,
     grad_rounding: str | None = None,
 ) -> torch.Tensor:
     """x rounded to `fmt` (as fpsim.torch.round, in x's dtype), differentiable: the backward pass passes the
     gradient straight through, or rounds it to `grad_fmt` with `grad_rounding` (default nearest_even; only
     with grad_fmt) when given.
 
-    x's dtype must hold every value of `fmt` and of `grad_fmt` (float32 holds all presets but fp64), checked in
-    the forward pass. `generator` (a
-    torch.Generator; not a seed, which would repeat the same draws at every call) drives stochastic rounding
-    in either direction.
+    A block format (a BlockFormat, or a name in fpsim.BLOCK_FORMATS such as "mxfp8_e4m3") quantizes in blocks
+    along `axis` (default -1), as fpsim.torch.quantize_blocks(...).values; `axis` is for block formats only, and
+    overflow, on_nan and generator for element formats only. x's dtype must hold every value of `fmt` and of
+    `grad_fmt` (float32 holds all presets but fp64; block formats need float32 or float64), checked in the forward
+    pass. `generator` (a torch.Generator; not a seed, which would repeat the same draws at every call) drives
+    stochastic rounding in either direction.
     """
-    forward, backward = _rounders(fmt, rounding, overflow, on_nan, generator, grad_fmt, grad_rounding)
+    forward, backward = _rounders(fmt, rounding, overflow, on_nan, generator, grad_fmt, grad_rounding, axis)
     return _RoundFunction.apply(x, forward, backward)
 
 
 class Quantize(nn.Module):
-    """`quantize` as a layer (or a weight parametrization): rounds its input to `fmt`, and the gradient to
-    `grad_fmt` when given. Arguments are those of `quantize`, validated here."""
+    """`quantize` as a layer (or a weight parametrization): rounds its input to `fmt` (in blocks along `axis` for
+    a block format), and the gradient to `grad_fmt` when given. Arguments are those of `quantize`, validated here."""
 
     def __init__(
         self,
-        fmt: Format | str,
+        fmt: Format | BlockFormat | str,
         rounding: str = "nearest_even",
         *,
+        axis: int | None = None,
         overflow: str | None = None,
         on_nan: str = "raise",
         generator: torch.Generator | None = None,
-        grad_fmt: Format | str | None = None,
+        grad_fmt: Format | BlockFormat | str | None = None,
         grad_rounding: str | None = None,
     ) -> None:
         super().__init__()
         self.forward_rounder, self.backward_rounder = _rounders(
-            fmt, rounding, overflow, on_nan, generator, grad_fmt, grad_rounding
+            fmt, rounding, overflow, on_nan, generator, grad_fmt, grad_rounding, axis
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,8 +240,9 @@ def fake_quantize(
     `grad`, the gradients through each of these points are rounded to `grad` too, else they pass straight
     through; `grad_rounding` (default nearest_even) needs `grad`. Every option is validated before the model is
     touched, and the model's dtype must hold every value of each format (checked at its first forward pass).
-    The weight parametrization renames the state_dict key `weight` to `parametrizations.weight.original`: load
-    weights before calling this.
+    Block formats (such as "mxfp8_e4m3") run their blocks along the reduction axis: a Linear's last axis (input
+    and weight features), a Conv's channel axis. The weight parametrization renames the state_dict key `weight`
+    to `parametrizations.weight.original`: load weights before calling this.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -195,8 +263,11 @@ def fake_quantize(
 
 
 def _wrap(module: nn.Module, roles: dict, rounding: str, grad: object, grad_rounding: str | None) -> None:
+    channels = -1 - len(module.kernel_size) if isinstance(module, _ConvNd) else -1  # (N,) C, *spatial; O, C, *kernel
+
     def quantizer(fmt: object) -> Quantize:
-        return Quantize(fmt, rounding, grad_fmt=grad, grad_rounding=grad_rounding)
+        axis = channels if _is_block_format(fmt) or _is_block_format(grad) else None
+        return Quantize(fmt, rounding, axis=axis, grad_fmt=grad, grad_rounding=grad_rounding)
 
     if roles["weight"] is not None:
         parametrize.register_parametrization(module, "weight", quantizer(roles["weight"]))
@@ -207,3 +278,50 @@ def _wrap(module: nn.Module, roles: dict, rounding: str, grad: object, grad_roun
         to_output = quantizer(roles["output"])
         module.register_forward_hook(lambda _, args, out: to_output(out))
     module.fpsim_fake_quantized = {role: str(fmt) for role, fmt in roles.items() if fmt is not None}
+
+
+class _BlockMatmul(torch.autograd.Function):
+    """x @ w.T as an MX GEMM computes it in training: each of the three products (y = x·wᵀ, dx = dy·w, dw = dyᵀ·x)
+    quantizes both its operands in blocks along the axis that product reduces, from the unquantized tensors."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.fmt = fmt
+        return _product(x, -1, w.T, 0, fmt)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        x, w = ctx.saved_tensors
+        dx = _product(grad, -1, w, 0, ctx.fmt) if ctx.needs_input_grad[0] else None
+        dw = _product(grad.T, -1, x, 0, ctx.fmt) if ctx.needs_input_grad[1] else None
+        return dx, dw, None
+
+
+def _product(a: torch.Tensor, a_axis: int, b: torch.Tensor, b_axis: int, fmt: BlockFormat) -> torch.Tensor:
+    """a @ b of block-scaled operands in a's dtype: elements times block scales multiplied and summed, then NVFP4's
+    two per-tensor scales applied once as the GEMM's alpha (fpsim.policies.Precision.matmul's model)."""
+    (a, scale_a), (b, scale_b) = _operand(a, a_axis, fmt), _operand(b, b_axis, fmt)
+    alpha = torch.tensor(scale_a, dtype=torch.float32) * torch.tensor(scale_b, dtype=torch.float32)  # one rounding
+    return a @ b * alpha.to(device=a.device, dtype=a.dtype)
+
+
+def _operand(t: torch.Tensor, axis: int, fmt: BlockFormat) -> tuple[torch.Tensor, float]:
+    quantized = quantize_blocks(t.detach(), fmt, axis=axis)
+    return (quantized.values / quantized.tensor_scale).to(t.dtype), quantized.tensor_scale  # elements × block scales
+
+
+def block_matmul(x: torch.Tensor, w: torch.Tensor, fmt: BlockFormat | str) -> torch.Tensor:
+    """x @ w.T (a Linear without bias: x is batch × in, w is out × in) with every operand of the forward and both
+    backward products quantized to `fmt` in blocks along that product's reduction axis, as MX training runs it
+    (torchao's MXLinear): the same numerics as fpsim's simulator under a policy with `blocks=`.
+    x and w must be float32 or float64 matrices of one dtype; products accumulate in it."""
+    rounder = _rounder(fmt, "nearest_even", None, "raise", None, -1)
+    if not isinstance(rounder, _BlockRounder):
+        raise ValueError(f"fmt must be a block format ({', '.join(BLOCK_FORMATS)}); got {fmt!r}")
+    for name, t in (("x", x), ("w", w)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 2:
+            raise ValueError(f"{name} must be a 2-D torch.Tensor (block_matmul computes x @ w.T)")
+        if t.dtype not in (torch.float32, torch.float64) or t.dtype != x.dtype:
+            raise TypeError(f"x and w must both be float32 or both float64 tensors, got {x.dtype} and {w.dtype}")
+    return _BlockMatmul.apply(x, w, rounder.fmt)

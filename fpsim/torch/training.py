@@ -33,6 +33,7 @@ from fpsim.nn import _EPS, MLP
 from fpsim.policies import Policy, Precision
 from fpsim.scaling import DynamicLossScaler
 from fpsim.torch.codec import round as fpsim_round
+from fpsim.torch.quantize import block_matmul
 
 DEVICES = ("cpu", "cuda", "auto")
 _TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -58,10 +59,12 @@ def resolve_device(device: str) -> torch.device:
 @dataclass(frozen=True)
 class Mechanism:
     """How torch runs a policy: `plain` fp32, `autocast` to a low dtype over fp32 weights, a `cast` model
-    (`.half()`: weights, optimizer state and every op in the low dtype), or `fp8` fake quantization."""
+    (`.half()`: weights, optimizer state and every op in the low dtype), `fp8` fake quantization, or `blocks`:
+    an fp32 model whose Linear products quantize their operands to a block format (fpsim.torch.block_matmul)."""
 
     kind: str
     dtype: torch.dtype = torch.float32  # the compute dtype (autocast's or the cast model's)
+    blocks: str = "none"  # the block format of kind "blocks"
 
     @property
     def param_dtype(self) -> torch.dtype:
@@ -74,6 +77,8 @@ class Mechanism:
             "autocast": f"torch.autocast({low}) over fp32 weights",
             "cast": f"model.to({low}): weights, optimizer state and ops in {low}",
             "fp8": "fp32 model, per-tensor-scaled e4m3 forward and e5m2 backward casts (fpsim.torch's codec)",
+            "blocks": f"fp32 model, every Linear product's operands fake-quantized to {self.blocks} blocks along its "
+            "reduction axis (fpsim.torch.block_matmul)",
         }[self.kind]
 
 
@@ -84,7 +89,10 @@ def _name(dtype: torch.dtype) -> str:
 def mechanism(policy: Policy) -> Mechanism:
     """The torch mechanism of a policy, read from its formats; a policy torch cannot run raises ValueError."""
     formats = (policy.compute, policy.master, policy.grads, policy.reductions)
-    if policy.per_tensor_scaling:
+    if policy.blocks != "none":
+        if formats == ("fp32",) * 4:
+            return Mechanism("blocks", blocks=policy.blocks)
+    elif policy.per_tensor_scaling:
         if (policy.compute, policy.grads, policy.master, policy.reductions) == ("fp8_e4m3", "fp8_e5m2", "fp32", "fp32"):
             return Mechanism("fp8")
     elif formats == ("fp32",) * 4:
@@ -96,7 +104,7 @@ def mechanism(policy: Policy) -> Mechanism:
         return Mechanism("cast", _TORCH_DTYPES[policy.compute])
     raise ValueError(
         f"policy {policy.name!r} has no torch mechanism: the torch backend runs fp32, autocast (fp16/bf16 compute "
-        "and grads over fp32 master and reductions), an all-fp16/bf16 model, or fp8"
+        "and grads over fp32 master and reductions), an all-fp16/bf16 model, fp8, or block formats over fp32"
     )
 
 
@@ -390,6 +398,8 @@ class Trainer:
             self.model.quantize = lambda t: _ScaledFakeQuantize.apply(t, self)
             if fp8_matmul == "scaled_mm":
                 self.model.matmul = _ScaledMM.apply
+        if self.mech.kind == "blocks":
+            self.model.matmul = lambda x, w: block_matmul(x, w, self.mech.blocks)
 
     def _observe(self, t: torch.Tensor) -> None:
         finite = t.detach().abs().float()
