@@ -21,7 +21,7 @@ from fpsim.torch.blocks import quantize_blocks
 from fpsim.torch.codec import CLASSES, classify, decode, encode, round
 from fpsim.torch.matmul import matmul
 from fpsim.torch.native import NATIVE_CASTS, native_overflow
-from fpsim.torch.quantize import Quantize, fake_quantize, quantize
+from fpsim.torch.quantize import Quantize, block_matmul, fake_quantize, quantize
 
 __all__ = [
     "CLASSES",
@@ -29,6 +29,7 @@ __all__ = [
     "Audit",
     "BenchReport",
     "Quantize",
+    "block_matmul",
     "audit",
     "bench",
     "classify",
