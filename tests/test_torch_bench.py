@@ -167,9 +167,12 @@ def test_claims_are_fp32_time_over_time_and_peak_over_fp32_peak():
     summary = report.summary()
     assert (
         summary[0]
-        == "amp: 2.00× fp32's speed (within the claimed 2–3×; the claim is 2–3×), 50% less memory (the claim is 50%)"
+        == "amp: 2.00× fp32's speed (claim: 2–3×): within the claimed 2–3×; peak memory 50% of fp32's (claim: 50%)"
     )
-    assert summary[1].startswith("bf16: 0.50× fp32's speed (slower than fp32 for every model")
+    assert summary[1] == (
+        "bf16: 0.50× fp32's speed (claim: 2–3×): slower than fp32 for every model; "
+        "peak memory 125% of fp32's (claim: 50%)"
+    )
 
 
 def test_the_terminal_table_shows_measurements_and_what_did_not_run():
@@ -178,7 +181,7 @@ def test_the_terminal_table_shows_measurements_and_what_did_not_run():
     stream = io.StringIO()
     console(stream).print(hand_report().table())
     text = stream.getvalue()
-    assert "2.00×" in text and "0.50× slower" in text and "50%" in text
+    assert "2.00×" in text and "0.50× slower" in text and "50%" in text and "25% more" in text
     assert "fp8: not available" in text and "tf32: not available on this device" in text
 
 
@@ -292,10 +295,22 @@ def test_tf32_and_fp8_follow_the_compute_capability(monkeypatch, capability, tf3
     assert bench_module.unavailable("fp16", cuda) is None and bench_module.unavailable("bf16", cuda) is None
 
 
-def test_an_fp8_capable_device_gets_a_row_saying_the_step_was_not_measured(monkeypatch):
+def test_on_an_fp8_capable_device_the_fp8_step_is_measured(monkeypatch):
+    monkeypatch.setattr(bench_module, "fp8_unavailable", lambda device: None)  # the CPU's _scaled_mm stands in
+    row = bench_module.measure_step("tiny-transformer", "fp8", torch.device("cpu"), quick=True)
+    assert row.seconds > 0 and row.peak_bytes > 0 and row.note == "" and "FP8 GEMMs" in row.ran
+
+
+def test_an_fp8_step_that_torch_refuses_is_a_row_naming_the_error(monkeypatch):
+    refusal = "Multiplication of two Float8_e5m2 matrices is not supported"
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"{refusal}\nmore detail")
+
     monkeypatch.setattr(bench_module, "fp8_unavailable", lambda device: None)
+    monkeypatch.setattr(torch, "_scaled_mm", refuse)
     row = bench_module.measure_step("digits-mlp", "fp8", torch.device("cpu"), quick=True)
-    assert row.seconds is None and row.note.startswith("not measured:")
+    assert row.seconds is None and row.note == f"failed with torch {torch.__version__}: RuntimeError: {refusal}"
 
 
 # ---- the CPU memory count ---------------------------------------------------------------------------------
