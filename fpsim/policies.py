@@ -176,16 +176,9 @@ class Precision:
             return x
         with suspended():  # the training loop keeps its own counts
             if self.policy.per_tensor_scaling and fmt.bits <= 8:
-                return self._scaled_cast(x, fmt)
+                return scaled_cast(x, fmt)
             return round_to(x, fmt, overflow="saturate" if not fmt.has_inf else None, on_nan="zero")
 
-    def _scaled_cast(self, x: np.ndarray, fmt: Format) -> np.ndarray:
-        """Scale by the power of two that brings amax just under fmt's max, round, scale back (exact)."""
-        amax = float(np.max(np.abs(x), initial=0.0))
-        if not np.isfinite(amax) or amax == 0:
-            return round_to(x, fmt, overflow="saturate", on_nan="zero")
-        shift = int(np.floor(np.log2(fmt.max) - np.log2(amax)))  # a difference of logs: max / amax may overflow
-        return np.ldexp(round_to(np.ldexp(x, shift), fmt, overflow="saturate", on_nan="zero"), -shift)
 
     def activation(self, x: np.ndarray) -> np.ndarray:
         """A forward tensor in the compute format; records the largest magnitude seen before rounding."""
@@ -198,7 +191,7 @@ class Precision:
         self.gradients_seen.append(g)
         with suspended():
             if self.policy.per_tensor_scaling and self.grads.bits <= 8:
-                rounded = self._scaled_cast(g, self.grads)
+                rounded = scaled_cast(g, self.grads)
                 flags = Flags(total=g.size, flushed_to_zero=int(np.count_nonzero((rounded == 0) & (g != 0))))
             else:
                 rounded, flags = round_to(g, self.grads, flags=True, on_nan="zero")
@@ -226,6 +219,16 @@ class Precision:
             else:
                 product = a @ b * float(alpha)
         return self.cast(product, out)
+
+
+def scaled_cast(x: np.ndarray, fmt: Format) -> np.ndarray:
+    """Per-tensor scaling: scale x by the power of two that brings amax just under fmt's max, round (saturating,
+    NaN to zero), scale back (exact)."""
+    amax = float(np.max(np.abs(x), initial=0.0))
+    if not np.isfinite(amax) or amax == 0:
+        return round_to(x, fmt, overflow="saturate", on_nan="zero")
+    shift = int(np.floor(np.log2(fmt.max) - np.log2(amax)))  # a difference of logs: max / amax may overflow
+    return np.ldexp(round_to(np.ldexp(x, shift), fmt, overflow="saturate", on_nan="zero"), -shift)
 
 
 def block_operand(x: np.ndarray, fmt: BlockFormat, axis: int) -> tuple[np.ndarray, float]:

@@ -480,13 +480,89 @@ def test_accumulation_error_leaves_exact_zeros_out_of_the_log_axis():
     assert np.isnan(line.get_ydata()[0]) and line.get_ydata()[1] == 1e-7
 
 
+# ---- block formats -------------------------------------------------------------------------------------------
+def spec_scale(row, emax):
+    """OCP MX v1.0: X = 2^(floor(log2 amax) − emax), floor(log2) read exactly from frexp."""
+    return 2.0 ** (np.frexp(np.abs(row).max())[1] - 1 - emax)
+
+
+def test_block_diagram_marks_what_the_spec_makes_of_each_element():
+    """mxfp4 (e2m1, emax 2, max 6, least subnormal 0.5): |x| ≤ X/4 flushes (a tie goes to the even 0), |x| > 6X
+    saturates. The outlier row's X is 2^3, so every neighbour at or below 2 flushes."""
+    rows = plots.blocks.outlier_example()
+    figure, grid = plots.block_diagram(rows, "mxfp4")
+    assert grid.shape == (2, 1)
+    for axis, row in zip(grid[:, 0], rows):
+        scale = spec_scale(row, 2)
+        flushed, saturated = np.abs(row) <= scale / 4, np.abs(row) > 6 * scale
+        title = axis.get_title(loc="left")
+        assert f"{flushed.sum()} of 32 flushed to 0, {saturated.sum()} saturated at 6·X" in title
+        assert f"= $2^{{{int(np.log2(scale))}}}$;" in title
+        spans = sorted((p.get_y(), p.get_y() + p.get_height()) for p in axis.patches)
+        assert [high for _, high in spans[:3]] == [scale / 4, scale, 6 * scale]  # flush | subnormal | normal | above
+    assert "31 of 32 flushed" in grid[1, 0].get_title(loc="left")  # the outlier flushes all its neighbours
+    assert not overlaps(extents(figure, [grid[0, 0].get_legend(), grid[0, 0], grid[1, 0]]))  # legend beside the data
+
+
+def test_block_diagram_of_nvfp4_names_both_scales():
+    rows = plots.blocks.outlier_example(16)
+    _, grid = plots.block_diagram(rows, "nvfp4")
+    title = grid[1, 0].get_title(loc="left")
+    assert "X = e4m3 block scale 448 × tensor scale" in title and "15 of 16 flushed to 0" in title
+
+
+@pytest.mark.parametrize(
+    ("blocks", "fmt", "message"),
+    [(np.ones(33), "mxfp4", "at most 32 values for mxfp4"), (np.ones(17), "nvfp4", "at most 16 values"),
+     ([1.0, np.nan], "mxfp4", "finite values"), (np.ones(4), "mxfp9", "mxfp9")],
+)  # fmt: skip
+def test_block_diagram_bad_input(blocks, fmt, message):
+    with pytest.raises(ValueError, match=message):
+        plots.block_diagram(blocks, fmt)
+
+
+def test_block_error_measures_each_format_as_its_definition_says():
+    """MX from the spec's rule; per-tensor fp8: the largest power of two 2^k with amax·2^k ≤ 448, found by search."""
+    sample = plots.blocks.hidden_gradient("baseline", steps=2)
+    nonzero = sample != 0
+    scales = np.stack([np.repeat([spec_scale(part, 2) for part in np.split(row, 2)], 32) for row in sample])
+    mx = fpsim.round(sample / scales, "fp4_e2m1", overflow="saturate") * scales
+    k, amax = 0, np.abs(sample).max()
+    while amax * 2.0 ** (k + 1) <= 448:
+        k += 1
+    while amax * 2.0**k > 448:
+        k -= 1
+    fp8 = fpsim.round(sample * 2.0**k, "fp8_e4m3") / 2.0**k
+    errors = plots.blocks.element_errors(sample, ["mxfp4", "fp8_e4m3"])
+    for name, reference in (("mxfp4", mx), ("fp8_e4m3", fp8)):
+        expected = np.abs(reference - sample)[nonzero] / np.abs(sample[nonzero])
+        assert np.array_equal(errors[name], expected)
+    figure, grid = plots.block_error(sample, ["mxfp4", "fp8_e4m3"])
+    flushed = 100 * np.mean(errors["mxfp4"] == 1)
+    assert grid.shape == (1, 3) and f"flushed to 0: {flushed:.2g}%" in grid[0, 0].get_title()
+    assert [line.get_label() for line in grid[0, 2].get_lines()] == ["mxfp4", "fp8_e4m3"]
+    assert not overlaps(extents(figure, [a.title for a in grid[0]]))
+
+
+@pytest.mark.parametrize(
+    ("sample", "formats", "message"),
+    [(np.zeros(8), ["mxfp4"], "no nonzero value"), ([1.0, np.inf], ["mxfp4"], "finite values"),
+     (np.ones(8), ["fp9"], "'fp9' is neither a block format"), (np.ones(8), [], "at least one format")],
+)  # fmt: skip
+def test_block_error_bad_input(sample, formats, message):
+    with pytest.raises(ValueError, match=message):
+        plots.block_error(sample, formats)
+
+
 # ---- the command line -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "argv",
     [["range"], ["precision", "--absolute"], ["numberline", "-f", "e4m3,fp4"], ["bits"], ["bits", "0.1"],
-     ["bits", "--value", "-2.5", "-f", "fp16,bf16"], ["rounding", "-f", "fp16,bf16"], ["tensorcore"]],
+     ["bits", "--value", "-2.5", "-f", "fp16,bf16"], ["rounding", "-f", "fp16,bf16"], ["tensorcore"], ["blocks"],
+     ["blocks", "-f", "nvfp4"], ["block-error", "--steps", "3"],
+     ["block-error", "-f", "mxfp8_e4m3,fp8_e4m3", "-s", "baseline", "--steps", "2"]],
     ids=lambda argv: " ".join(argv),
 )  # fmt: skip
 def test_cli_writes_each_kind(tmp_path, capsys, argv):
@@ -601,6 +677,12 @@ def test_cli_trains_with_progress_when_there_is_no_file(tmp_path, capsys):
         (["plot", "numberline", "-f", "fp16"], "at most 10 bits"),
         (["plot", "tensorcore", "-f", "fp16"], "--formats does not apply to `plot tensorcore`"),
         (["plot", "tensorcore", "16"], "VALUE (or --value) does not apply to `plot tensorcore`"),
+        (["plot", "blocks", "-f", "mxfp4,nvfp4"], "plot blocks draws one block format; got --formats mxfp4,nvfp4"),
+        (["plot", "blocks", "-f", "fp8_e4m3"], "fp8_e4m3"),
+        (["plot", "blocks", "--steps", "3"], "--steps does not apply to `plot blocks`"),
+        (["plot", "block-error", "--from", "EMPTY"], "--from does not apply to `plot block-error`"),
+        (["plot", "block-error", "-f", "mxfp4,fp9"], "--formats: 'fp9' is neither a block format (mxfp8_e4m3"),
+        (["plot", "block-error", "--steps", "0"], "--steps must be a positive int"),
     ],
 )
 def test_cli_bad_input(capsys, tmp_path, argv, message):
@@ -632,7 +714,8 @@ def test_cli_help_lists_kinds_and_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["plot", "--help"])
     text = capsys.readouterr().out
-    for kind in ("range", "precision", "numberline", "bits", "rounding", "histogram", "training"):
+    for kind in ("range", "precision", "numberline", "bits", "rounding", "histogram", "training", "blocks",
+                 "block-error"):  # fmt: skip
         assert re.search(rf"^  {kind} +\S", text, re.MULTILINE)  # one line each
     assert "default: KIND.png" in text and "default: underflow" in text and "default: 0.1" in text
 

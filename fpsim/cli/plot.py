@@ -28,21 +28,27 @@ KINDS = {
     "`fpsim demo` (--from; --scenario picks one of a demo's)",
     "tensorcore": "relative error of a dot product against K: exact then rounded, fp32, the fp16 matrix units of "
     "V100..B200, and H100 fp8 with and without promote_every=128, on the same data",
+    "blocks": "a block of values and the same block with an outlier in one block format (-f, default mxfp4): the "
+    "shared scale, and which elements round, flush to zero or saturate",
+    "block-error": "per-element relative error of one gradient tensor (from a fresh fp32 run) in block formats and "
+    "per-tensor-scaled FP8 (-f, default mxfp4,nvfp4,fp8_e4m3)",
 }
 DEFAULT_FORMATS = {"range": "fp32,fp16,bf16,fp8_e4m3", "precision": "fp32,fp16,bf16,fp8_e4m3",
                    "numberline": "fp8_e4m3", "bits": "fp16", "rounding": "fp16", "histogram": "fp16"}  # fmt: skip
 RUN_KINDS = ("histogram", "training")
+BLOCK_DEFAULTS = {"blocks": "mxfp4", "block-error": "mxfp4,nvfp4,fp8_e4m3"}  # block formats (and element formats)
 RUN_POLICIES = ("fp32", "fp16", "amp")
 DEFAULT_SCENARIO, DEFAULT_STEPS, DEFAULT_VALUE = "underflow", 150, "0.1"
 SUFFIXES = (".png", ".svg", ".pdf")
 # option → the kinds it applies to; any other kind given it is an error, not a silently ignored option
-APPLIES = {"value": ("bits",), "formats": tuple(DEFAULT_FORMATS), "source": (*RUN_KINDS, "compare"),
-           "scenario": (*RUN_KINDS, "compare"), "steps": RUN_KINDS, "scale": ("histogram",),
-           "absolute": ("precision",)}  # fmt: skip
+APPLIES = {"value": ("bits",), "formats": (*DEFAULT_FORMATS, *BLOCK_DEFAULTS), "source": (*RUN_KINDS, "compare"),
+           "scenario": (*RUN_KINDS, "compare", "block-error"), "steps": (*RUN_KINDS, "block-error"),
+           "scale": ("histogram",), "absolute": ("precision",)}  # fmt: skip
 OPTION_NAMES = {"value": "VALUE (or --value)", "formats": "--formats", "source": "--from", "scenario": "--scenario",
                 "steps": "--steps", "scale": "--scale", "absolute": "--absolute"}  # fmt: skip
 
-API_NAMES = {"scale": "--scale", "steps": "--steps", "x": "VALUE"}  # API argument -> this command's option
+API_NAMES = {"scale": "--scale", "steps": "--steps", "x": "VALUE",
+             "formats": "--formats"}  # API argument -> this command's option  # fmt: skip
 _NO_NAN_ADVICE = "plot bits draws a NaN only in a format that has one: try -f fp16, bf16 or fp8_e4m3"
 
 
@@ -72,6 +78,8 @@ def _figure(args: argparse.Namespace):
         return plots.simulator_vs_hardware(*_load_comparison(args.source, args.scenario))[0]
     if args.kind == "tensorcore":
         return plots.accumulation_error(plots.accumulation.KS, plots.dot_error_curves())[0]
+    if args.kind in BLOCK_DEFAULTS:
+        return _block_figure(args, plots)
     formats = formats_arg(args.formats, [DEFAULT_FORMATS[args.kind]]) if args.kind in DEFAULT_FORMATS else []
     if args.kind == "range":
         return plots.range_diagram(formats)[0]
@@ -88,6 +96,26 @@ def _figure(args: argparse.Namespace):
     if args.kind == "training":
         return plots.training_figure(runs)[0]
     return plots.gradient_histogram(runs[0], formats, scale=args.scale)[0]
+
+
+def _block_figure(args: argparse.Namespace, plots):
+    """blocks: one block format (validated before drawing); block-error: block or element formats, validated
+    before the run that gives the gradient."""
+    names = [n.strip() for spec in (args.formats or [BLOCK_DEFAULTS[args.kind]]) for n in spec.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--formats needs a format name such as mxfp4")
+    if args.kind == "blocks":
+        if len(names) != 1:
+            raise UsageError(f"plot blocks draws one block format; got --formats {','.join(names)}: give one, "
+                             "such as mxfp4")  # fmt: skip
+        fmt = plots.blocks.get_block_format(names[0])
+        return plots.block_diagram(plots.blocks.outlier_example(fmt.block), fmt)[0]
+    for name in names:
+        plots.blocks.check_error_format(name)
+    steps = DEFAULT_STEPS if args.steps is None else args.steps
+    scenario = args.scenario or DEFAULT_SCENARIO
+    sample = plots.blocks.hidden_gradient(scenario, steps)
+    return plots.block_error(sample, names, source=plots.blocks.hidden_source(scenario, steps))[0]
 
 
 def _load_comparison(path: str, scenario: str | None) -> tuple[list[train.History], list[train.History]]:
@@ -186,7 +214,9 @@ def _epilog() -> str:
               "  fpsim compare -s overflow -p fp16,amp --steps 60 -o cmp",
               "  fpsim plot compare --from cmp/report.json",
               "  fpsim plot compare --from fpsim-demo/report.json --scenario overflow",
-              "  fpsim plot tensorcore -o tensorcore.png"]  # fmt: skip
+              "  fpsim plot tensorcore -o tensorcore.png",
+              "  fpsim plot blocks -f nvfp4 -o blocks.png",
+              "  fpsim plot block-error -f mxfp4,mxfp8_e4m3,fp8_e4m3"]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -206,15 +236,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--value", dest="value_option", metavar="VALUE", help="the same as VALUE")
     cmd.add_argument("--formats", "-f", action="append", help="format name(s), comma-separated; several give one "
                      "panel each (default: range, precision: fp32,fp16,bf16,fp8_e4m3; numberline: fp8_e4m3; "
-                     "others: fp16)")  # fmt: skip
+                     "blocks: mxfp4; block-error: mxfp4,nvfp4,fp8_e4m3; others: fp16)")  # fmt: skip
     cmd.add_argument("--from", dest="source", metavar="FILE.json", help="for histogram and training: the runs "
                      "saved by `fpsim train --out` (histogram: the file's first run); for compare: the report.json "
                      "of `fpsim compare` or `fpsim demo`")  # fmt: skip
     cmd.add_argument("--scenario", "-s", choices=list(train.SCENARIOS), help="for histogram and training without "
-                     f"--from: the scenario to train (default: {DEFAULT_SCENARIO}); for compare: which of a demo "
-                     "report's comparisons")  # fmt: skip
-    cmd.add_argument("--steps", type=int, help=f"for histogram and training without --from: training steps "
-                     f"(default: {DEFAULT_STEPS})")  # fmt: skip
+                     f"--from, and block-error: the scenario to train (default: {DEFAULT_SCENARIO}); for compare: "
+                     "which of a demo report's comparisons")  # fmt: skip
+    cmd.add_argument("--steps", type=int, help=f"for histogram and training without --from, and block-error: "
+                     f"training steps (default: {DEFAULT_STEPS})")  # fmt: skip
     cmd.add_argument("--scale", type=float, help="for histogram: also draw the gradients times this loss scale "
                      "(default: none)")  # fmt: skip
     cmd.add_argument("--absolute", action="store_true", help="for precision: absolute ulp(x), not ulp(x)/|x|")

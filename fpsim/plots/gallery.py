@@ -14,6 +14,8 @@ from fpsim._files import atomic_write, check_output_path
 from fpsim.plots import (
     accumulation_error,
     bit_layout,
+    block_diagram,
+    block_error,
     dot_error_curves,
     gradient_histogram,
     number_line,
@@ -23,6 +25,7 @@ from fpsim.plots import (
     training_figure,
 )
 from fpsim.plots.accumulation import KS
+from fpsim.plots.blocks import hidden_gradient, hidden_source, outlier_example
 from fpsim.train import run, scenario
 
 DPI = 90  # keeps every PNG well under 200 KB
@@ -45,6 +48,8 @@ def figures() -> dict:
         "training_underflow.png": training_figure(runs)[0],
         "training_overflow.png": training_figure(scenario_runs("overflow", steps=100))[0],
         "tensorcore.png": accumulation_error(KS, dot_error_curves(KS))[0],
+        "blocks_mxfp4.png": block_diagram(outlier_example(), "mxfp4")[0],
+        "blocks_error.png": block_error(hidden_gradient("underflow"), source=hidden_source("underflow"))[0],
     }
 
 

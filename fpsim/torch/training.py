@@ -558,7 +558,7 @@ FP8_MATMULS = ("emulated", "scaled_mm")
 
 
 def scaled_round(x: torch.Tensor, fmt: Format) -> torch.Tensor:
-    """The simulator's per-tensor scaled cast (Precision._scaled_cast): scale by the power of two that brings
+    """The simulator's per-tensor scaled cast (fpsim.policies.scaled_cast): scale by the power of two that brings
     amax just under fmt's max, round with fpsim.torch's codec (saturating, NaN to 0), scale back; exact in float64."""
     wide = x.detach().double()
     amax = float(wide.abs().max()) if wide.numel() else 0.0
