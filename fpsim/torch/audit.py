@@ -396,9 +396,9 @@ def _median(values: torch.Tensor) -> float | None:
 
 # ---- loss scales ---------------------------------------------------------------------------------------------------
 def power_of_two_at_most(limit: Fraction) -> int:
-    """The largest k with 2^k ≤ limit (limit > 0), exactly."""
+    """The largest k with 2^k ≤ limit (limit > 0), exactly: limit lies between 2^(k-1) and 2^(k+1) for this k."""
     k = limit.numerator.bit_length() - limit.denominator.bit_length()
-    return k - 1 if Fraction(2) ** k > limit else k + 1 if Fraction(2) ** (k + 1) <= limit else k
+    return k - 1 if Fraction(2) ** k > limit else k
 
 
 def _fp32_scale(k: int) -> int:
