@@ -118,12 +118,12 @@ POLICIES: dict[str, Policy] = {
         Policy("fp8", "fp8_e4m3", "fp32", "fp8_e5m2", "fp32", per_tensor_scaling=True,
                description="e4m3 forward, e5m2 gradients, per-tensor scaling, fp32 master weights"),
         Policy("mxfp8", "fp32", "fp32", "fp32", "fp32", blocks="mxfp8_e4m3",
-               description="MXFP8: every matmul operand (forward and backward) in e4m3 blocks of 32 with a shared "
-               "power-of-two scale along the reduction axis, fp32 accumulation; fp32 elsewhere (torchao's recipe)"),
+               description="MX training: both operands of every matmul, forward and backward, in e4m3 blocks of 32 "
+               "along the reduction axis with a shared power-of-two scale; fp32 accumulation, fp32 elsewhere"),
         Policy("mxfp4", "fp32", "fp32", "fp32", "fp32", blocks="mxfp4",
-               description="as mxfp8, with e2m1 elements (max 6): MXFP4 matmuls"),
+               description="as mxfp8, with e2m1 elements (max 6)"),
         Policy("nvfp4", "fp32", "fp32", "fp32", "fp32", blocks="nvfp4",
-               description="as mxfp8, with NVFP4 blocks: e2m1 elements, an e4m3 scale per 16"),
+               description="as mxfp8, in NVFP4 blocks: e2m1 elements, an e4m3 scale per 16, an fp32 scale per tensor"),
     )
 }  # fmt: skip
 
