@@ -188,16 +188,19 @@ def audit(
     rounding it would do (overflow, subnormal, flushed to zero, relative error) with fpsim's codec.
 
     The loss is `loss_fn(model(batch), target)`, or `loss_fn(model(batch))` without a target; a tuple batch is
-    passed as `model(*batch)`. Tensors: every parameter, every module's floating output (a tensor several nested
-    modules return is counted once, for the innermost), the loss, the gradient of each such output, and every
-    parameter's gradient. With `steps` > 1, a plain SGD step (learning rate `lr`) updates the copy between
-    audits, and the run stops after a step with a non-finite tensor. `headroom` (≥ 1) is the factor the
-    recommended loss scale keeps between the largest gradient and each format's max.
+    passed as `model(*batch)`; batch and target move to the model's device. Tensors: every parameter, every
+    module's floating output (a tensor several nested modules return is counted once, for the innermost; an
+    in-place module's output is the tensor it changed, counted once before the change), the loss, the gradient of
+    each such output, and every parameter's gradient. With `steps` > 1, a plain SGD step (learning rate `lr`)
+    updates the copy between audits, and the run stops after a step with a non-finite tensor. `headroom` (≥ 1) is
+    the factor the recommended loss scale keeps between the largest gradient and each format's max.
     """
     fmts = _check_formats(formats)
     _check_arguments(model, batch, loss_fn, steps, headroom, lr)
     copy_ = _fp32_copy(model)
-    inputs = _fp32_inputs(batch, next(copy_.parameters()).device)
+    device = next(copy_.parameters()).device
+    inputs = _fp32_inputs(batch, device)
+    target = target.to(device) if isinstance(target, torch.Tensor) else target
     recorder = _Recorder(copy_, fmts)
     optimizer = torch.optim.SGD(copy_.parameters(), lr=lr)
     done = 0
