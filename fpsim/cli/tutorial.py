@@ -106,13 +106,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     pacing.add_argument("--no-pause", action="store_true", help="run every cell without waiting for a key")
     pacing.add_argument("--step", action="store_true", help="wait for a key after each cell even without a terminal")
     command.add_argument(
-        "--out", "-o", help=f"folder for the figures (default: {DEFAULT_OUT}/NN_name, created if needed)"
+        "--out", "-o", metavar="DIR", help=f"folder for the figures (default: {DEFAULT_OUT}/NN_name, created if needed)"
     )
     command.add_argument(
         "--notebook",
         nargs="?",
         const=".",
         metavar="DIR",
-        help="write the tutorial as a Jupyter notebook NN_name.ipynb into DIR (default: here), or to DIR.ipynb",
+        help="write the tutorial as a Jupyter notebook NN_name.ipynb into DIR (default: here; created if needed), "
+        "or to DIR itself when it ends in .ipynb",
     )
     command.set_defaults(run=cmd_tutorial)
