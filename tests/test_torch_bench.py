@@ -62,6 +62,7 @@ def test_quick_report_follows_the_schema(quick_run):
     assert set(record) == {"schema", "fpsim", "quick", "environment", "methods", "matmul", "steps", "claims"}
     env = record["environment"]
     assert env["device"] == "cpu" and env["capability"] is None and env["torch"] == torch.__version__
+    assert env["cpus"] >= 1 and env["load_average"] >= 0
     assert set(record["methods"]) == {"timing", "memory", "matmul"}
     assert "TorchDispatchMode" in record["methods"]["memory"] and "perf_counter" in record["methods"]["timing"]
     for row in record["matmul"]:
@@ -183,6 +184,17 @@ def test_the_terminal_table_shows_measurements_and_what_did_not_run():
     text = stream.getvalue()
     assert "2.00×" in text and "0.50× slower" in text and "50%" in text and "25% more" in text
     assert "fp8: not available" in text and "tf32: not available on this device" in text
+
+
+@pytest.mark.parametrize(
+    ("load", "cpus", "warned"), [(10.0, 2, True), (1.5, 2, False), (2.0, 2, False), (None, 2, False)]
+)
+def test_a_busy_machine_is_warned_about(load, cpus, warned):
+    report = hand_report()
+    report.environment.update(load_average=load, cpus=cpus)
+    assert bool(report.warnings()) == warned
+    if warned:
+        assert report.warnings()[0].startswith("warning: the machine was busy (load average 10 on 2 CPUs)")
 
 
 # ---- synchronisation and memory on CUDA, with fakes that record the order of calls --------------------------

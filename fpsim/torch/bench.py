@@ -1,5 +1,6 @@
 """Measured speed and memory of mixed precision on this device: matmul throughput per dtype, and one training step
-of each bundled model per policy, next to the claims "2–3× faster" and "50% less memory".
+of each bundled model per policy (fp32, amp, bf16, fp8 where the GPU has it), next to the claims "2–3× faster" and
+"50% less memory".
 
 Invariant: every timed region is synchronised with the device (CUDA events recorded around it, then waited for);
 times are medians after warm-up; torch's global matmul flags are restored after every measurement.
@@ -8,6 +9,7 @@ times are medians after warm-up; torch's global matmul flags are restored after 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import statistics
 import time
@@ -146,6 +148,7 @@ class BenchReport:
         )
         quick = ", --quick: small sizes, few repeats" if self.quick else ""
         parts: list[RenderableType] = [Text(f"fpsim bench on {where}, torch {env['torch']}{quick}", style="bold")]
+        parts += [Text(line, style="bold") for line in self.warnings()]
         parts += [Text(""), Text("Matmul throughput, n×n by n×n, TFLOP/s (× fp32):"), _matmul_table(self.matmul)]
         parts += [Text(""), Text("One training step, median, and its peak memory:"), self._step_table()]
         parts += [Text(""), *(Text(line) for line in self.summary())]
@@ -155,8 +158,13 @@ class BenchReport:
         notes += [f"timing: {self.methods['timing']}", f"memory: {self.methods['memory']}"]
         return Group(*parts, Text(""), *(Text(note, style="dim") for note in notes))
 
-    def _policies_run(self) -> list[str]:
-        return list(dict.fromkeys(row.policy for row in self.steps if row.seconds is not None))
+    def warnings(self) -> list[str]:
+        """A warning when the machine was busy before the run: its CPU times are then unreliable."""
+        load, cpus = self.environment.get("load_average"), self.environment.get("cpus")
+        if load is None or cpus is None or load <= cpus:
+            return []
+        return [f"warning: the machine was busy (load average {load:g} on {cpus} CPUs): other programs compete for "
+                "the cores, so these CPU times are unreliable; run again when it is idle"]  # fmt: skip
 
     def _step_table(self):
         claims = {(row["model"], row["policy"]): row for row in self.claims()}
@@ -175,9 +183,9 @@ class BenchReport:
     def summary(self) -> list[str]:
         """One plain sentence per low-precision policy: its speed-up and memory saving over the models, against
         the claims."""
-        lines = []
-        for policy in self._policies_run()[1:]:
-            rows = [row for row in self.claims() if row["policy"] == policy]
+        lines, claims = [], self.claims()
+        for policy in dict.fromkeys(row["policy"] for row in claims):
+            rows = [row for row in claims if row["policy"] == policy]
             speed = [row["speedup"] for row in rows]
             ratios = [row["memory_ratio"] for row in rows]
             verdict = "slower than fp32 for every model" if max(speed) < 1 else speed_verdict(min(speed))
@@ -468,7 +476,8 @@ def _ran(policy: str, device: torch.device) -> str:
 # ---- the whole bench ------------------------------------------------------------------------------------------
 def environment(device: torch.device) -> dict:
     record = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-              "threads": torch.get_num_threads(), "capability": None}  # fmt: skip
+              "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average": load_average(),
+              "capability": None}  # fmt: skip
     if device.type == "cuda":
         capability = torch.cuda.get_device_capability(device)
         record |= {"name": torch.cuda.get_device_name(device), "capability": f"{capability[0]}.{capability[1]}",
@@ -476,6 +485,15 @@ def environment(device: torch.device) -> dict:
     else:
         record["name"] = cpu_name()
     return record
+
+
+def load_average() -> float | None:
+    """The 1-minute load average before measuring (None where the OS has none): above the CPU count, other
+    programs compete for the cores and CPU times mean little."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # Windows has no getloadavg
+        return None
 
 
 def cpu_name() -> str:
