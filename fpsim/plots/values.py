@@ -116,11 +116,13 @@ def _bit_boxes(ax: Axes, e: Explanation, widest: int) -> None:
 
 def _field_meanings(e: Explanation) -> list[tuple[str, str]]:
     """(field, sentence) lines: what each field contributes, then the value they make."""
-    fields, fmt = e.bit_fields, e.fmt
+    fields, fmt = {"sign": "", "mantissa": "", **e.bit_fields}, e.fmt  # e8m0 has neither sign nor mantissa bits
     sign = "−" if fields["sign"] == "1" else "+"
-    lines = [("sign", f"sign {fields['sign']}: {sign}")]
+    lines = [("sign", f"sign {fields['sign']}: {sign}" if fmt.signed else "no sign bit: every value is positive")]
     if e.category in ("inf", "nan", "zero"):
         code = f"exponent {fields['exponent']}₂ with mantissa {fields['mantissa'] or '(no bits)'}"
+        if fmt.nan == "negative_zero" and e.category == "nan":
+            lines = [("sign", "sign 1 over a zero field: the code −0 would have, fnuz's one NaN")]
         value = f"{sign}0" if e.category == "zero" else f"{sign}inf" if e.category == "inf" else "nan"
         return [*lines, ("exponent", f"{code}: the code of {e.category} in {fmt.name}"), ("value", f"value = {value}")]
     if e.category == "normal":
