@@ -82,7 +82,10 @@ def _list(found: list) -> None:
         lines.append(Text(f"{tutorial.number:>2}. {tutorial.title} (about {tutorial.minutes} min)", style="bold"))
         goal = tutorial.goal[:1].upper() + tutorial.goal[1:]
         lines.extend(
-            Text(line) for line in textwrap.wrap(goal, width - 4, initial_indent=" " * 4, subsequent_indent=" " * 4)
+            Text(line)
+            for line in textwrap.wrap(
+                goal, width - 4, initial_indent=" " * 4, subsequent_indent=" " * 4, break_on_hyphens=False
+            )
         )
     hint = "`fpsim tutorial N` steps through tutorial N; `fpsim tutorial N --notebook` writes it for Jupyter."
     show(*lines, Text(""), Text(hint))
