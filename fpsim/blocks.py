@@ -41,7 +41,7 @@ import numpy as np
 from rich.console import Console, ConsoleOptions
 from rich.text import Text
 
-from fpsim._inputs import as_float64
+from fpsim._inputs import as_float64, as_real_array
 from fpsim._terminal import table
 from fpsim.codec import round as round_to
 from fpsim.formats import FP4_E2M1, FP6_E2M3, FP6_E3M2, FP8_E4M3, FP8_E5M2, FP32, Format, get_format
@@ -313,9 +313,11 @@ def _quantize_rows(blocks: np.ndarray, plan: BlockPlan, tensor_scale: float, rng
     rounding = Rounding.resolve(plan.fmt.element, plan.rounding, "saturate", rng)  # one generator for all chunks
     nblocks, size = blocks.shape
     out = (
-        np.empty_like(blocks),
-        np.empty_like(blocks),
-        *(np.empty(nblocks) for _ in range(3)),
+        np.empty(blocks.shape),
+        np.empty(blocks.shape),
+        np.empty(nblocks),
+        np.empty(nblocks, np.int64),
+        np.empty(nblocks, np.int64),
         np.empty(nblocks, bool),
     )
     step = max(1, CHUNK // size)
@@ -325,32 +327,44 @@ def _quantize_rows(blocks: np.ndarray, plan: BlockPlan, tensor_scale: float, rng
         for target, result in zip(out, results):
             target[chunk] = result
     elements, values, scales, flushed, saturated, nan = out
-    return elements, values, scales, flushed.astype(np.int64), saturated.astype(np.int64), nan
+    return elements, values, scales, flushed, saturated, nan
 
 
 def _quantize_chunk(blocks: np.ndarray, plan: BlockPlan, tensor_scale: float, rounding: Rounding) -> tuple:
     element = plan.fmt.element
-    finite = np.isfinite(blocks)
-    nan = ~finite.all(axis=1)
-    cleaned = np.where(finite, blocks, 0.0)  # NaN and ±inf leave the arithmetic; their blocks become NaN below
-    amax = np.abs(cleaned).max(axis=1, initial=0.0)
+    blocks = blocks.astype(np.float64, copy=False)  # exact for every accepted dtype
+    amax = np.abs(blocks).max(axis=1, initial=0.0)  # NaN or inf when the block holds one
+    nan = ~np.isfinite(amax)
+    if nan.any():  # NaN and ±inf leave the arithmetic; their blocks become NaN below
+        blocks = np.where(np.isfinite(blocks), blocks, 0.0)
+        amax[nan] = 0.0
     if plan.fmt.power_of_two:
         exponents = power_of_two_exponents(amax, element, plan.scale_mode)
-        scales = np.ldexp(1.0, exponents)
-        divisor = scales
-        scaled = cleaned * np.ldexp(1.0, -exponents)[:, None]  # exact: 2^-k is a normal float64 for |k| <= 127
+        scales = divisor = np.ldexp(1.0, exponents)
+        inverse = np.ldexp(1.0, -exponents)  # exact: 2^-k is a normal float64 for |k| <= 127
+        scaled, peak = blocks * inverse[:, None], amax * inverse
     else:
         scales = e4m3_block_scales(amax, element, tensor_scale)
         divisor = scales * tensor_scale  # exact: 4 bits times 24 bits
         with np.errstate(over="ignore"):  # only under a given tensor scale far too small: ±inf saturates
-            scaled = cleaned / divisor[:, None]
+            scaled, peak = blocks / divisor[:, None], amax / divisor
     elements = rounding(scaled)[0]
     values = elements * divisor[:, None]  # exact: element bits plus divisor bits stay within float64
-    flushed = np.count_nonzero((cleaned != 0) & (elements == 0), axis=1)
-    saturated = np.count_nonzero(np.abs(scaled) > element.max, axis=1)
+    flushed = np.count_nonzero(elements == 0, axis=1) - np.count_nonzero(blocks == 0, axis=1)  # zeros stay zeros
+    saturated = np.zeros(len(blocks), np.int64)
+    beyond = np.flatnonzero(peak > element.max)  # only these blocks can hold a saturated element
+    saturated[beyond] = np.count_nonzero(np.abs(scaled[beyond]) > element.max, axis=1)
+    for per_block in (flushed, saturated):
+        per_block[nan] = 0
     elements[nan] = np.nan
     values[nan] = np.nan
     return elements, values, np.where(nan, np.nan, scales), flushed, saturated, nan
+
+
+def _finite_amax(rows: np.ndarray) -> float:
+    """The largest finite magnitude (0 for none): NaN and ±inf are left out."""
+    amax = float(np.abs(rows).max(initial=0.0))
+    return amax if math.isfinite(amax) else float(np.abs(rows[np.isfinite(rows)]).max(initial=0.0))
 
 
 def split_blocks(rows: np.ndarray, block: int) -> list[np.ndarray]:
@@ -384,20 +398,19 @@ def quantize_blocks(
     """
     plan = BlockPlan.resolve(fmt, scale_mode, rounding, on_nan, partial)
     given_scale = plan.check_tensor_scale(tensor_scale)
-    values, _ = as_float64(x, "x")
+    values, _ = as_real_array(x, "x")  # widened to float64 chunk by chunk
     axis = normalize_axis(axis, values.ndim)
     plan.check_length(values.shape[axis], axis)
     moved = np.moveaxis(values, axis, -1)
     rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
-    finite_values = np.isfinite(rows)
-    if not finite_values.all():
-        plan.refuse_nonfinite(_count_bad_blocks(finite_values, plan.fmt.block))
+    if plan.on_nan == "raise":
+        plan.refuse_nonfinite(_count_bad_blocks(np.isfinite(rows), plan.fmt.block))
     if plan.fmt.power_of_two:
         t_scale = 1.0
     elif given_scale is not None:
         t_scale = given_scale
     else:
-        t_scale = plan.default_tensor_scale(float(np.abs(rows[finite_values]).max(initial=0.0)))
+        t_scale = plan.default_tensor_scale(_finite_amax(rows))
     parts = [_quantize_rows(part, plan, t_scale, rng) for part in split_blocks(rows, plan.fmt.block)]
     elements, result, scales, flushed, saturated, nan = (
         _join(rows.shape[0], [part[i] for part in parts]) for i in range(6)

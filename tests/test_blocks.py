@@ -124,6 +124,7 @@ def check_block(result, index: int, lo: int, hi: int, expected) -> None:
     """Block `index` of a 1-D result (elements lo:hi) equals the reference's tuple, or is a NaN block."""
     if expected is None:
         assert math.isnan(result.scales[index]) and result.flags.nan[index]
+        assert result.flags.flushed[index] == result.flags.saturated[index] == 0  # nothing left to flush
         assert np.isnan(result.values[lo:hi]).all() and np.isnan(result.elements[lo:hi]).all()
         return
     scale, elements, values, flushed, saturated = expected

@@ -51,33 +51,48 @@ def _quantize_rows(
     blocks: torch.Tensor, plan: BlockPlan, tensor_scale: float, generator: object
 ) -> tuple[torch.Tensor, ...]:
     element = plan.fmt.element
-    finite = torch.isfinite(blocks)
-    nan = ~finite.all(dim=1)
-    cleaned = torch.where(finite, blocks, 0.0)  # NaN and ±inf leave the arithmetic; their blocks become NaN below
-    amax = cleaned.abs().amax(dim=1) if blocks.shape[1] else cleaned.new_zeros(blocks.shape[0])
+    amax = blocks.abs().amax(dim=1) if blocks.shape[1] else blocks.new_zeros(blocks.shape[0])  # NaN, inf propagate
+    nan = ~torch.isfinite(amax)
+    if bool(nan.any()):  # NaN and ±inf leave the arithmetic; their blocks become NaN below
+        blocks = torch.where(torch.isfinite(blocks), blocks, 0.0)
+        amax = torch.where(nan, 0.0, amax)
     if plan.fmt.power_of_two:
         exponents = power_of_two_exponents(amax, element, plan.scale_mode)
-        scales = _power_of_two(exponents)
-        divisor = scales
-        scaled = cleaned * _power_of_two(-exponents)[:, None]  # exact: a power-of-two scale
+        scales = divisor = _power_of_two(exponents)
+        inverse = _power_of_two(-exponents)  # exact: a power-of-two scale
+        scaled, peak = blocks * inverse[:, None], amax * inverse
     else:
         ratio = amax / (element.max * tensor_scale)  # exact divisor, one rounding (fpsim.blocks' docstring)
         scales = round_to(ratio, FP8_E4M3, overflow="saturate").clamp_min(E4M3_SCALE_MIN)
         divisor = scales * tensor_scale  # exact: 4 bits times 24 bits
-        scaled = cleaned / divisor[:, None]
+        scaled, peak = blocks / divisor[:, None], amax / divisor
     elements = round_to(scaled, element, plan.rounding, overflow="saturate", generator=generator)
     values = elements * divisor[:, None]  # exact, as in NumPy
-    flushed = ((cleaned != 0) & (elements == 0)).sum(dim=1)
-    saturated = (scaled.abs() > element.max).sum(dim=1)
-    elements = torch.where(nan[:, None], torch.nan, elements)
-    values = torch.where(nan[:, None], torch.nan, values)
-    return elements, values, torch.where(nan, torch.nan, scales), flushed, saturated, nan
+    flushed = torch.count_nonzero(elements == 0, dim=1) - torch.count_nonzero(blocks == 0, dim=1)  # zeros stay 0
+    saturated = torch.zeros_like(flushed)
+    beyond = torch.nonzero(peak > element.max).squeeze(1)  # only these blocks can hold a saturated element
+    saturated[beyond] = torch.count_nonzero(scaled[beyond].abs() > element.max, dim=1)
+    if bool(nan.any()):
+        flushed, saturated = (torch.where(nan, 0, per_block) for per_block in (flushed, saturated))
+        elements, values = (torch.where(nan[:, None], torch.nan, t) for t in (elements, values))
+        scales = torch.where(nan, torch.nan, scales)
+    return elements, values, scales, flushed, saturated, nan
 
 
 def _join(nrows: int, parts: list[torch.Tensor]) -> torch.Tensor:
     if nrows == 0:  # no rows at all: nothing to join (reshape cannot infer a width from size 0)
         return parts[0].reshape(0, 0)
+    if len(parts) == 1:
+        return parts[0].reshape(nrows, -1)
     return torch.cat([part.reshape(nrows, -1) for part in parts], dim=1)
+
+
+def _finite_amax(rows: torch.Tensor) -> float:
+    """The largest finite magnitude (0 for none): NaN and ±inf are left out."""
+    if rows.numel() == 0:
+        return 0.0
+    amax = float(rows.abs().max())
+    return amax if math.isfinite(amax) else float(torch.where(torch.isfinite(rows), rows.abs(), 0.0).max())
 
 
 def _as_tensor(x: object) -> torch.Tensor:
@@ -113,16 +128,15 @@ def quantize_blocks(
     plan.check_length(tensor.shape[axis], axis)
     moved = tensor.movedim(axis, -1)
     rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
-    finite = torch.isfinite(rows)
-    if not bool(finite.all()):
+    if plan.on_nan == "raise":
+        finite = torch.isfinite(rows)
         plan.refuse_nonfinite(sum(int((~part.all(dim=1)).sum()) for part in split_blocks(finite, plan.fmt.block)))
     if plan.fmt.power_of_two:
         t_scale = 1.0
     elif given_scale is not None:
         t_scale = given_scale
     else:
-        amax = torch.where(finite, rows.abs(), 0.0).max() if rows.numel() else rows.new_zeros(())
-        t_scale = plan.default_tensor_scale(float(amax))
+        t_scale = plan.default_tensor_scale(_finite_amax(rows))
     parts = [_quantize_rows(part, plan, t_scale, generator) for part in split_blocks(rows, plan.fmt.block)]
     elements, values, scales, flushed, saturated, nan = (
         _join(rows.shape[0], [part[i] for part in parts]) for i in range(6)
