@@ -126,6 +126,13 @@ class Format:
         return self.signed + self.nexp + self.nmant
 
     @property
+    def layout(self) -> str:
+        """'eXmY' with ml_dtypes' suffix: fn (finite), fnuz (finite, NaN at -0's code, unsigned zero), fnu (finite,
+        unsigned: e8m0fnu); none for IEEE layouts with infinities."""
+        suffix = "" if self.has_inf else "fnuz" if self.nan == "negative_zero" else "fn" if self.signed else "fnu"
+        return f"e{self.nexp}m{self.nmant}{suffix}"
+
+    @property
     def has_negative_zero(self) -> bool:
         """Whether -0 is a value of the format (not in fnuz formats, whose -0 code is NaN, nor unsigned ones)."""
         return self.signed and self.has_zero and self.nan != "negative_zero"

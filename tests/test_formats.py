@@ -202,6 +202,14 @@ def test_custom_formats_at_the_width_limits():
     assert (no_mantissa.has_inf, no_mantissa.nan, no_mantissa.max) == (False, "none", 2.0**16)
 
 
+def test_layout_names_follow_ml_dtypes():
+    layouts = {name: fmt.layout for name, fmt in PRESETS.items()}
+    assert (layouts["fp16"], layouts["fp8_e4m3"], layouts["fp4_e2m1"]) == ("e5m10", "e4m3fn", "e2m1fn")
+    assert (layouts["fp8_e4m3fnuz"], layouts["fp8_e5m2fnuz"], layouts["e8m0"]) == ("e4m3fnuz", "e5m2fnuz", "e8m0fnu")
+    for name, dtype in NEW_ML_DTYPES.items():
+        assert np.dtype(dtype).name.endswith(layouts[name])
+
+
 def test_default_overflow_policies():
     policies = {name: fmt.overflow for name, fmt in PRESETS.items()}
     assert policies["fp16"] == policies["bf16"] == policies["fp8_e5m2"] == "inf"
