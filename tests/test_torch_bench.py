@@ -398,10 +398,14 @@ def test_the_figure_draws_time_and_memory_relative_to_fp32_and_the_matmul_throug
     time_panel, memory_panel, matmul_panel = panels
     heights = {container.get_label(): [bar.get_height() for bar in container] for container in time_panel.containers}
     assert heights == {"fp32": [1.0], "amp": [0.5], "bf16": [2.0]}  # time ÷ fp32's: 2 ms/4 ms, 8 ms/4 ms
+    assert time_panel.get_yscale() == "log" and memory_panel.get_yscale() == "linear"
     heights = {container.get_label(): [bar.get_height() for bar in container] for container in memory_panel.containers}
     assert heights == {"fp32": [1.0], "amp": [0.5], "bf16": [1.25]}
     assert "tf32" in matmul_panel.get_title() and matmul_panel.get_yscale() == "log"
-    assert "test CPU" in figure.get_suptitle()
+    assert "test CPU" in figure.get_suptitle() and "busy" not in figure.get_suptitle()
+    busy = hand_report().to_dict()
+    busy["environment"] |= {"load_average": 9.5, "cpus": 2}
+    assert "the machine was busy (load 9.5 on 2 CPUs)" in bench_figure(busy)[0].get_suptitle()
 
 
 def test_the_figure_takes_the_report_object_too_and_refuses_anything_else():

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.ticker import FuncFormatter
 
 from fpsim.plots.layout import panel_grid
 from fpsim.plots.style import policy_style, style
@@ -32,19 +33,31 @@ def bench_figure(report: object, ax: object = None):
     panels = grid[0]
     _relative_bars(panels[0], steps, "seconds", _ms)
     panels[0].axhspan(1 / 3, 1 / 2, **CLAIM, zorder=0, label="claimed: 2–3× faster")
-    panels[0].set(ylabel="time per step ÷ fp32's (lower is faster)", title="One training step: time")
+    panels[0].set(ylabel="time per step ÷ fp32's (log scale; lower is faster)", title="One training step: time")
     _relative_bars(panels[1], steps, "peak_bytes", _mib)
     panels[1].axhline(0.5, color="black", linestyle="--", linewidth=1.5, label="claimed: 50% less memory")
     panels[1].set(ylabel="peak memory ÷ fp32's", title="One training step: peak memory")
     for panel in panels[:2]:
         panel.axhline(1, color="black", linewidth=0.8)
         panel.legend(loc="upper left", fontsize=8, ncols=4)  # one row above the bars and their labels
-        panel.set_ylim(0, 1.5 * max(1.0, *(patch.get_height() for patch in panel.patches)))
+    times = [bar.get_height() for container in panels[0].containers for bar in container]
+    panels[0].set_yscale("log")  # a ratio: 2× faster and 2× slower lie equally far from 1
+    panels[0].yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}×"))
+    panels[0].set_ylim(min(0.2, min(times) / 2), 6 * max(1.0, *times))  # room above for the labels and legend
+    memory = [bar.get_height() for container in panels[1].containers for bar in container]
+    panels[1].set_ylim(0, 1.5 * max(1.0, *memory))
     _matmul_bars(panels[2], record["matmul"])
     if ax is None:
         env = record["environment"]
         quick = ", quick" if record["quick"] else ""
-        figure.suptitle(f"fpsim bench on {env['name']} ({env['device']}), torch {env['torch']}{quick}", fontsize=12)
+        busy = env.get("load_average") is not None and env.get("cpus") and env["load_average"] > env["cpus"]
+        warning = (
+            f"\nthe machine was busy (load {env['load_average']:g} on {env['cpus']} CPUs): times unreliable"
+            if busy
+            else ""
+        )
+        figure.suptitle(f"fpsim bench on {env['name']} ({env['device']}), torch {env['torch']}{quick}{warning}",
+                        fontsize=12)  # fmt: skip
     return figure, panels
 
 
