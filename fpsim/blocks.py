@@ -122,6 +122,12 @@ class BlockFormat:
         return self.scale == "e8m0"
 
     @property
+    def scale_format(self) -> Format:
+        """The Format of the stored block scales (e8m0 or fp8_e4m3): `fpsim.encode(result.scales, fmt.scale_format)`
+        gives their codes (E8M0: exponent + 127, 0xFF for a NaN block)."""
+        return get_format(self.scale)
+
+    @property
     def bits_per_value(self) -> float:
         """Storage per element, the 8-bit scale shared by the block (MXFP8: 8.25; the tensor scale not counted)."""
         return self.element.bits + 8 / self.block

@@ -446,3 +446,15 @@ def test_explain_block_saturation_nan_and_nvfp4():
     assert math.isnan(nan.scale) and {e.status for e in nan.elements} == {"NaN block"} and "NaN" in str(nan)
     nv = explain_block([12, 1, -3, 0.3, 100], "nvfp4", tensor_scale=0.25)
     assert nv.scale == 64.0 and [e.status for e in nv.elements][-1] == "saturated" and "448" in nv.rule
+
+
+@pytest.mark.parametrize("name", list(BLOCK_FORMATS))
+def test_scales_are_values_of_the_scale_format(name):
+    fmt = get_block_format(name)
+    x = np.array([1e-30, 3.0, 1e20, math.nan, 0.0, 7.0]).repeat(fmt.block)
+    scales = quantize_blocks(x, fmt).scales
+    codes = fpsim.encode(scales, fmt.scale_format)
+    np.testing.assert_array_equal(fpsim.decode(codes, fmt.scale_format), scales)  # NaN blocks: NaN both sides
+    if fmt.power_of_two:  # E8M0: the code is the exponent plus 127, 0xFF the NaN
+        exponents = [math.frexp(s)[1] - 1 if math.isfinite(s) else 128 for s in scales]
+        assert codes.tolist() == [e + 127 for e in exponents] and codes[3] == 0xFF
