@@ -443,6 +443,8 @@ def _join(nrows: int, parts: list[np.ndarray]) -> np.ndarray:
     """Per row, the full blocks' entries then the short block's (each part holds `nrows` rows' worth)."""
     if nrows == 0:  # no rows at all: nothing to join (reshape cannot infer a width from size 0)
         return parts[0].reshape(0, 0)
+    if len(parts) == 1:  # no short last block: a view, no copy
+        return parts[0].reshape(nrows, -1)
     return np.concatenate([part.reshape(nrows, -1) for part in parts], axis=1)
 
 
