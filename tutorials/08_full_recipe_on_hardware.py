@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
 from torch.nn import functional
 
 import fpsim
@@ -177,7 +178,9 @@ config = train.scenario("overflow", policy="amp", steps=25, clip_norm=1.0)
 simulated = train.run(config)
 real = train.run(config, backend="torch", device=device)
 agreement = compare.agreement(simulated, real)
-print(agreement)
+print(f"skipped steps: simulator {agreement.skipped_simulator}, torch {agreement.skipped_torch}")
+print(f"same scale at every step: {agreement.scales_equal}")
+print(f"median relative loss difference: {agreement.loss_difference_median:.2g}")
 assert agreement.skipped_agree  # the same steps skipped, one by one
 assert agreement.scales_equal  # and the same loss scale at every step
 for history in (simulated, real):  # each skipped step halves the scale (read off each History alone)
@@ -192,7 +195,7 @@ for history in (simulated, real):  # each skipped step halves the scale (read of
 # %%
 sims, reals = [], []
 for policy in ("fp16", "amp"):
-    cfg = train.scenario("underflow", policy=policy, steps=20)
+    cfg = train.scenario("underflow", policy=policy, steps=12)
     sims.append(train.run(cfg))
     reals.append(train.run(cfg, backend="torch", device=device))
 for s, r in zip(sims, reals):
@@ -215,45 +218,40 @@ fig
 # %%
 timed = {}
 for policy in ("fp32", "amp", "bf16"):
-    timed[policy] = train.run(train.scenario("baseline", policy=policy, steps=15), backend="torch", device=device)
+    timed[policy] = train.run(train.scenario("baseline", policy=policy, steps=10), backend="torch", device=device)
 base = np.median(timed["fp32"].step_seconds)
 print(f"{'policy':6} {'ms/step':>8} {'× fp32 speed':>13} {'peak MiB':>9}")
 for policy, history in timed.items():
     ms = 1000 * np.median(history.step_seconds)
     peak = "-" if history.peak_memory_bytes is None else f"{history.peak_memory_bytes / 2**20:.2f}"
     print(f"{policy:6} {ms:8.3f} {base / np.median(history.step_seconds):13.2f} {peak:>9}")
-    assert len(history.step_seconds) == 15
+    assert len(history.step_seconds) == 10
     assert all(t > 0 for t in history.step_seconds)
     assert (history.peak_memory_bytes is None) == (device == "cpu")  # memory is measured on CUDA only
 
 # %% [markdown]
-# Read your numbers honestly. This MLP has 5 000 weights: each step is a handful of tiny kernels, and their
-# launch and bookkeeping cost more than the arithmetic, so lower precision cannot speed it up much, and on a
-# CPU autocast adds casts without adding fp16 arithmetic units. The speed-up appears where matmuls are large.
-# On a GPU, time one large matmul per dtype:
+# Read your numbers honestly. This MLP has about 5 000 weights: each step is a handful of tiny kernels whose
+# launch and bookkeeping cost more than their arithmetic, and autocast adds casts. On such a model lower
+# precision buys little or nothing, and on a CPU it may cost time. The speed-up of mixed precision lives in
+# large matmuls on Tensor Cores.
+#
+# `fpsim.torch.bench` measures that: matmul throughput per dtype at growing sizes, and one training step of
+# each bundled model per policy, with its peak memory, set against the "2–3×" and "50%" claims. On a GPU it
+# runs here; on a CPU, run `fpsim bench --quick` yourself (about half a minute on 2 cores).
 
 # %%
 if torch.cuda.is_available():
-    n = 4096
-    a32, b32 = (torch.randn(n, n, device="cuda") for _ in range(2))
-    results = {}
-    for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
-        a, b = a32.to(dtype), b32.to(dtype)
-        for _ in range(3):
-            a @ b  # warm-up
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(10):
-            a @ b
-        end.record()
-        torch.cuda.synchronize()
-        results[name] = start.elapsed_time(end) / 10
-        print(f"{name}: {results[name]:.3f} ms per {n}×{n} matmul, {2 * n**3 / results[name] / 1e9:.1f} TFLOP/s")
-    assert all(ms > 0 for ms in results.values())
-    print(f"fp16 speed-up over fp32 (TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}): "
-          f"{results['fp32'] / results['fp16']:.2f}×")  # fmt: skip
+    report = fpsim.torch.bench("cuda", quick=True)
+    Console(width=120).print(report.table())
+    measured = [row for row in report.steps if row.seconds is not None]
+    assert measured
+    assert all(row.seconds > 0 and row.peak_bytes > 0 for row in measured)
+    fp32_seconds = {row.model: row.seconds for row in measured if row.policy == "fp32"}
+    for claim in report.claims():  # each speed-up is the fp32 step's time over the policy's
+        row = next(r for r in measured if (r.model, r.policy) == (claim["model"], claim["policy"]))
+        assert claim["speedup"] == fp32_seconds[row.model] / row.seconds
 else:
-    print("No CUDA here: the large-matmul timing runs only on a GPU. On a CPU, fp16 matmuls are emulated and slow.")
+    print("No CUDA here: run `fpsim bench --quick` for this CPU's matmul throughput and per-model step times.")
 
 # %% [markdown]
 # **Try it.** Run `train_recipe(clip_before_unscale=True)`: the bug of clipping before unscaling. Compare
