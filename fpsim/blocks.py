@@ -494,10 +494,11 @@ class BlockExplanation:
 
     def _lines(self) -> list[str]:
         element = self.fmt.element
+        mode = f", scale_mode {self.scale_mode!r}" if self.scale_mode else ""
         head = f"{self.fmt.name}: {element.name} elements (max {element.max:g}), one {self.fmt.scale} scale per "
         return [
-            head + f"block of {self.fmt.block}",
-            f"amax = {self.amax!r}; {self.rule}",
+            head + f"block of {self.fmt.block}{mode}",
+            f"amax = {self.amax!r}: {self.rule}",
             f"{self.flushed} flushed to 0, {self.saturated} saturated at ±{element.max:g}",
         ]
 
@@ -534,20 +535,23 @@ def _status(x: float, scaled: float, element: float, element_max: float) -> str:
 
 
 def _rule(fmt: BlockFormat, scale_mode: str | None, amax: float, scale: float, tensor_scale: float) -> str:
+    """How the scale came out of amax, in one line of numbers."""
     if math.isnan(scale):
         return "the block holds NaN or ±inf: scale NaN (E8M0 0xFF), every value NaN"
+    element = fmt.element
     if not fmt.power_of_two:
-        return (
-            f"scale = RNE_e4m3(amax / ({fmt.element.max:g} · tensor scale {tensor_scale!r})) clamped to "
-            f"[2^-6, 448] = {scale!r}; values = element · {scale!r} · {tensor_scale!r}"
-        )
-    exponent = int(np.frexp(scale)[1]) - 1
-    floor_log2 = "−inf" if amax == 0 else str(int(np.frexp(amax)[1]) - 1)
-    rule = SCALE_MODES[scale_mode].split(":")[0].split(";")[0]
-    return (
-        f"scale_mode {scale_mode!r}: {rule}; floor(log2 amax) = {floor_log2}, emax = {fmt.element.emax}: "
-        f"scale = 2^{exponent} = {scale!r} (clamped to 2^-127 … 2^127)"
-    )
+        return f"scale = RNE_e4m3(amax / ({element.max:g} · s_t)) = {scale!r}, tensor scale s_t = {tensor_scale!r}"
+    exponent = math.frexp(scale)[1] - 1
+    clamped = " (clamped to E8M0's range)" if abs(exponent) == E8M0_EMAX else ""
+    if amax == 0:
+        return f"log2(0) = −inf: scale = 2^{exponent} = {scale!r}{clamped}"
+    if scale_mode == "floor":
+        how = f"2^(floor(log2 amax) − emax) = 2^({math.frexp(amax)[1] - 1} − {element.emax})"
+    elif scale_mode == "rceil":
+        how = f"2^ceil(log2(amax / {element.max:g}))"
+    else:
+        how = f"2^(floor(log2 of amax rounded to {element.nmant} mantissa bit(s)) − {element.emax})"
+    return f"scale = {how} = 2^{exponent} = {scale!r}{clamped}"
 
 
 def explain_block(
