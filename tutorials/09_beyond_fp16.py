@@ -260,7 +260,7 @@ def mlp() -> torch.nn.Sequential:
     return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
 
 
-def fit(model: torch.nn.Module, steps: int = 150) -> float:
+def fit(model: torch.nn.Module, steps: int = 80) -> float:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     for step in range(steps):
         start = 64 * step % (len(x_train) - 64)
