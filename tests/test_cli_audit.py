@@ -39,10 +39,10 @@ def test_the_cli_lists_exactly_the_bundled_models_and_the_default_formats():
 def test_each_bundled_model_is_audited(capsys, name):
     code, out, err = run(capsys, "audit", "--model", name, "--rows", "2", "--device", "cpu")
     assert (code, err) == (0, "")
-    assert out.startswith(f"{name}: {models.MODELS[name]}")
+    assert out.startswith(f"{name}, seed 0, fp32 on cpu, ") and f" parameters:\n{models.MODELS[name]}\n" in out
     for fmt in audit_module.DEFAULT_FORMATS:
         assert f"\n{fmt} (max" in out and f"\n{fmt} " in out.split("Loss scales")[1]
-    assert "GradScaler starts at 2^16" in out and "First non-finite tensor: none" in out
+    assert "GradScaler (from 2^16" in out and "First non-finite tensor: none" in out
 
 
 def test_json_and_plot_are_written(capsys, tmp_path):

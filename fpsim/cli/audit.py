@@ -42,7 +42,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
                        target=example.target.to(device), steps=args.steps, headroom=args.headroom)  # fmt: skip
     out = _terminal.console()
     parameters = sum(p.numel() for p in example.model.parameters())
-    out.print(f"{args.model}: {example.description} ({parameters:,} parameters), seed {args.seed}, fp32 on {device}",
+    out.print(f"{args.model}, seed {args.seed}, fp32 on {device}, {parameters:,} parameters:\n{example.description}",
               markup=False)  # fmt: skip
     out.print(result.table(args.rows))
     if args.json is not None:

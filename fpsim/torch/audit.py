@@ -444,27 +444,27 @@ def _survives(fmt: Format, value: float) -> bool:
 def scaler_rules() -> str:
     """torch.amp.GradScaler's defaults in words (fpsim.scaling.DynamicLossScaler is its state machine)."""
     scaler = DynamicLossScaler()
-    return (f"GradScaler starts at {_power(scaler.init_scale)}, halves on an inf/NaN gradient (skipping that step) "
-            f"and doubles after {scaler.growth_interval} clean steps; if the gradients stay as measured")  # fmt: skip
+    return (f"GradScaler (from {_power(scaler.init_scale)}: ×½ and a skipped step on inf/NaN, ×2 after "
+            f"{scaler.growth_interval} clean steps), if the gradients stay as measured")  # fmt: skip
 
 
 def _dynamic_steady_state(fmt: Format, largest: float, all_finite: bool) -> tuple:
     """GradScaler's scale once the gradients stay as measured: (scale, steps to reach it, skipped steps, why)."""
     if not all_finite:
-        return None, None, None, "the fp32 gradients already hold inf/NaN, so it halves at every step, toward 0"
+        return None, None, None, "the fp32 gradients already hold inf/NaN: it halves at every step, toward 0"
     scaler = DynamicLossScaler()
     k = power_of_two_at_most(Fraction(fmt.max) / Fraction(largest))  # 2^k × largest ≤ max: finite for sure
     k += _survives(fmt, largest * 2.0 ** (k + 1))  # between max and the overflow threshold it rounds to max: finite
     k = _fp32_scale(k)
     start, interval = round(math.log2(scaler.init_scale)), scaler.growth_interval
-    growth = f"it grows for {(k - start) * interval} clean steps to {_power(2.0**k)}"
+    growth = f"grows for {(k - start) * interval} clean steps to {_power(2.0**k)}"
     if k == _LARGEST_SCALE_EXPONENT and _survives(fmt, largest * 2.0**k):  # 2^128 is no fp32 number
-        return 2.0**k, (k - start) * interval, 0, f"{growth}, where fp32 stops it: no fp32 scale overflows {fmt.name}"
-    cycle = (f"then every {interval} steps it tries {_power(2.0 ** (k + 1))}, overflows and halves back: "
-             f"1 skipped step in {interval + 1}")  # fmt: skip
+        return 2.0**k, (k - start) * interval, 0, f"{growth}: no fp32 scale overflows {fmt.name}"
+    cycle = f"every {interval}th step then tries {_power(2.0 ** (k + 1))}, overflows and is skipped"
     if k < start:
-        return 2.0**k, start - k, start - k, f"it overflows and halves {start - k} times to {_power(2.0**k)}, {cycle}"
-    return 2.0**k, (k - start) * interval, 0, f"{growth}, {cycle}"
+        halves = f"halves {start - k} times to {_power(2.0**k)} ({start - k} steps skipped); {cycle}"
+        return 2.0**k, start - k, start - k, halves
+    return 2.0**k, (k - start) * interval, 0, f"{growth}; {cycle}"
 
 
 def _power(value: float) -> str:
@@ -477,10 +477,11 @@ def _summary(result: Audit) -> list[RenderableType]:
     kinds = {kind: sum(1 for t in result.tensors if t.kind == kind) for kind in KINDS}
     counted = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in kinds.items() if n)
     steps = f"{result.steps} step{'s' if result.steps != 1 else ''}"
-    return [Text(f"{len(result.tensors)} tensors over {steps} of the fp32 run ({counted}), each rounded to each "
-                 "format by fpsim's codec. kind: param (a weight or bias), act (a module's output), act-grad (its "
-                 "gradient), grad (a parameter's gradient). overflow, subnormal, flushed: % of the tensor's elements; "
-                 "error: |round(x) - x| / |x| of the elements that stay nonzero and finite.")]  # fmt: skip
+    return [Text(f"{len(result.tensors)} tensors of the fp32 run, {steps}: {counted}.\n"
+                 "kind: param (a weight or bias), act (a module's output), act-grad (its gradient), grad (a "
+                 "parameter's gradient).\n"
+                 "overflow, subnormal, flushed: % of the tensor's elements, counted by fpsim's codec.\n"
+                 "error: |round(x) - x| / |x| over the elements that stay nonzero and finite.")]  # fmt: skip
 
 
 def _format_section(result: Audit, fmt: str, rows: int) -> list[RenderableType]:
@@ -520,22 +521,17 @@ def _loss_scale_section(result: Audit) -> list[RenderableType]:
              str(s.flushed_unscaled), str(s.flushed_scaled), str(s.rescued),
              "-" if s.dynamic is None else _power(s.dynamic)] for s in result.loss_scales.values()]  # fmt: skip
     total = next(iter(result.loss_scales.values())).total
-    heading = (f"\nLoss scales, from the largest of {total} gradient elements (activation and parameter gradients): "
-               "the largest power of two keeping it below max / headroom, and the gradient elements it rescues "
-               "from flushing to zero")  # fmt: skip
+    heading = ("\nLoss scales: the largest power of two that keeps the largest gradient below max / headroom, and\n"
+               f"the gradient elements (of {total}: activation and parameter gradients) it rescues from flushing to "
+               "zero")  # fmt: skip
     why = [Text(f"{scaler_rules()}:", style="dim")]
-    why += [
-        Text(f"  {s.format}: {_no_scale_needed(s)}{s.reasoning}.", style="dim") for s in result.loss_scales.values()
-    ]
+    why += [Text(f"  {s.format}: {_needs(s)}{s.reasoning}", style="dim") for s in result.loss_scales.values()]
     return [Text(heading, style="bold"), table(columns, rows), *why]
 
 
-def _no_scale_needed(scale: LossScale) -> str:
-    return (
-        "nothing flushes unscaled, so it needs no loss scale; "
-        if scale.recommended and not scale.flushed_unscaled
-        else ""
-    )
+def _needs(scale: LossScale) -> str:
+    unneeded = scale.recommended is not None and not scale.flushed_unscaled
+    return "needs no scale (nothing flushes); " if unneeded else ""
 
 
 def _first_nonfinite_line(result: Audit) -> Text:
