@@ -19,8 +19,8 @@
 import os
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 import fpsim
 from fpsim import plots, train
@@ -114,7 +114,8 @@ assert lost["fp32"] < 0.001 * w.size
 # %%
 ratio = np.log2(np.abs(w) / np.abs(u))
 edges = np.arange(-4, 31)
-fig, ax = plt.subplots(figsize=(8, 3.5))
+fig = Figure(figsize=(8, 3.5))
+ax = fig.subplots()
 for fmt, color in (("fp16", "#D55E00"), ("fp32", "#0072B2")):
     stored = fpsim.round(w, fmt)
     was_lost = fpsim.add(stored, u, fmt) == stored
@@ -155,7 +156,8 @@ assert amp_run.summary()["lost updates %"] < 5
 assert amp_run.final_accuracy > fp16_run.final_accuracy + 0.03
 
 # %%
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+fig = Figure(figsize=(11, 3.5))
+left, right = fig.subplots(1, 2)
 plots.loss_curves([fp16_run, amp_run], ax=left)
 for run, color in ((fp16_run, "#D55E00"), (amp_run, "#009E73")):
     right.plot(100 * np.array(run.lost_updates), color=color, label=run.policy["name"])

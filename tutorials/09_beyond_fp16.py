@@ -21,9 +21,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 import fpsim
 import fpsim.torch
@@ -229,7 +229,8 @@ assert [i + 1 for i, n in enumerate(with_margin) if n] == [30]  # with headroom,
 # After the spike, the history keeps the scale small for 16 steps, so later tensors use fewer of e4m3's bits.
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 3.5))
+fig = Figure(figsize=(8, 3.5))
+ax = fig.subplots()
 step_numbers = np.arange(1, steps + 1)
 ax.plot(step_numbers, [np.abs(t).max() for t in tensors], "o-", color="#0072B2", markersize=3, label="amax this step")
 ax.step(step_numbers, limits, where="mid", color="#D55E00", label="largest value the delayed scale holds (margin 1)")
