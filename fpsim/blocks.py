@@ -311,12 +311,11 @@ def e4m3_block_scales(amax: np.ndarray, element: Format, tensor_scale: float) ->
     return np.maximum(round_to(ratio, FP8_E4M3, overflow="saturate"), E4M3_SCALE_MIN)
 
 
-def _quantize_rows(blocks: np.ndarray, plan: BlockPlan, tensor_scale: float, rng: object) -> tuple:
+def _quantize_rows(blocks: np.ndarray, plan: BlockPlan, tensor_scale: float, rounding: Rounding) -> tuple:
     """Quantize a (nblocks, size) array of blocks: (elements, values, scales, flushed, saturated, nan).
 
     Works through cache-sized chunks of blocks (as the rounding kernel does), so temporaries stay in L2 cache.
     """
-    rounding = Rounding.resolve(plan.fmt.element, plan.rounding, "saturate", rng)  # one generator for all chunks
     nblocks, size = blocks.shape
     out = (
         np.empty(blocks.shape),
@@ -417,7 +416,8 @@ def quantize_blocks(
         t_scale = given_scale
     else:
         t_scale = plan.default_tensor_scale(_finite_amax(rows))
-    parts = [_quantize_rows(part, plan, t_scale, rng) for part in split_blocks(rows, plan.fmt.block)]
+    rounding = Rounding.resolve(plan.fmt.element, plan.rounding, "saturate", rng)  # one generator for all blocks
+    parts = [_quantize_rows(part, plan, t_scale, rounding) for part in split_blocks(rows, plan.fmt.block)]
     elements, result, scales, flushed, saturated, nan = (
         _join(rows.shape[0], [part[i] for part in parts]) for i in range(6)
     )

@@ -458,3 +458,11 @@ def test_scales_are_values_of_the_scale_format(name):
     if fmt.power_of_two:  # E8M0: the code is the exponent plus 127, 0xFF the NaN
         exponents = [math.frexp(s)[1] - 1 if math.isfinite(s) else 128 for s in scales]
         assert codes.tolist() == [e + 127 for e in exponents] and codes[3] == 0xFF
+
+
+def test_stochastic_rounding_draws_one_stream_for_full_and_short_blocks():
+    x = np.full(63, 1.25)  # X = 2^(0 - 2): 1.25 / X = 5 lies between e2m1's 4 and 6
+    first = quantize_blocks(x, "mxfp4", rounding="stochastic", rng=3)
+    assert np.array_equal(first.elements, quantize_blocks(x, "mxfp4", rounding="stochastic", rng=3).elements)
+    assert set(first.elements.tolist()) == {4.0, 6.0}
+    assert not np.array_equal(first.elements[:31], first.elements[32:])  # the short block does not replay the draws

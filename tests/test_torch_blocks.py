@@ -134,3 +134,9 @@ def test_stochastic_rounding_draws_from_the_generator():
 def test_bad_input_gets_the_numpy_versions_errors(x, kwargs, error, match):
     with pytest.raises(error, match=match):
         fpsim.torch.quantize_blocks(x, "mxfp4", **kwargs)
+
+
+def test_a_seed_gives_one_stream_for_full_and_short_blocks():
+    x = torch.full((63,), 1.25)
+    elements = fpsim.torch.quantize_blocks(x, "mxfp4", rounding="stochastic", generator=3).elements
+    assert not torch.equal(elements[:31], elements[32:])

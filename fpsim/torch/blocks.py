@@ -137,6 +137,8 @@ def quantize_blocks(
         t_scale = given_scale
     else:
         t_scale = plan.default_tensor_scale(_finite_amax(rows))
+    if isinstance(generator, int) and not isinstance(generator, bool):  # one stream for the full and short blocks
+        generator = torch.Generator(device=rows.device).manual_seed(generator)
     parts = [_quantize_rows(part, plan, t_scale, generator) for part in split_blocks(rows, plan.fmt.block)]
     elements, values, scales, flushed, saturated, nan = (
         _join(rows.shape[0], [part[i] for part in parts]) for i in range(6)
