@@ -202,9 +202,10 @@ class Rounding:
     def _resolve_below_least(self, x: np.ndarray, out: np.ndarray) -> None:
         """A format without zero (E8M0): below its least magnitude lies only the zero it lacks.
 
-        The modes that round toward zero there (toward_zero, down for x > 0, up for x < 0) have nowhere to go, as
-        rounding away from zero past max has not: the overflow policy decides ('saturate': ±least, else NaN). Every
-        other mode gives ±least, the only neighbour (nearest: also what ml_dtypes gives).
+        The modes that round toward zero there (toward_zero, down for x > 0, up for x < 0) have no value to go to,
+        just as the modes that round away from zero past max have none: the overflow policy decides both ends
+        ('saturate': ±least; otherwise NaN). Every other mode gives ±least, the only neighbour (in nearest modes
+        that is also what ml_dtypes gives).
         """
         below = (np.abs(x) < self.fmt.least) & (x != 0)  # NaN compares False; zeros are invalid
         toward_zero = {"toward_zero": below, "down": below & (x > 0), "up": below & (x < 0)}.get(self.mode, False)
