@@ -21,8 +21,8 @@ NAN_ENCODINGS = {
 
 OVERFLOW_POLICIES = {
     "inf": "a result beyond max becomes ±inf (IEEE 754)",
-    "saturate": "a result beyond max becomes ±max",
-    "nan": "a result beyond max becomes NaN (ml_dtypes' e4m3fn)",
+    "saturate": "a result beyond max becomes ±max (and in e8m0 one below 2^-127 rounded toward zero, 2^-127)",
+    "nan": "a result beyond max becomes NaN (ml_dtypes' e4m3fn; and in e8m0 one below 2^-127 rounded toward zero)",
 }
 
 _FLOAT64_EMIN, _FLOAT64_EMAX, _FLOAT64_NMANT = -1022, 1023, 52
