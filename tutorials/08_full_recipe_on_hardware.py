@@ -256,12 +256,6 @@ else:
 # %% [markdown]
 # **Try it.** Run `train_recipe(clip_before_unscale=True)`: the bug of clipping before unscaling. Compare
 # its final loss with the correct recipe's. Predict first: by what factor are the updates too small?
-#
-# **Try it.** Run the same comparison from the command line and open the report folder it writes:
-#
-# ```bash
-# fpsim compare --scenario overflow --policy fp16,amp --steps 60 -o cmp
-# ```
 
 # %%
 # Solution: clipping sees the scaled norm (about 2^16 times the true one), so after unscaling each update is
@@ -282,5 +276,12 @@ assert correct[-1]["loss"] < buggy[-1]["loss"] / 3
 # - fpsim's simulator and real torch skip the same steps with the same scales; both see fp16 flush a large
 #   share of small gradients that amp keeps.
 # - Speed-ups come from large matmuls on Tensor Cores, not from small models: measure, don't assume.
+#
+# The simulator-against-torch comparison also runs from the command line and writes a report folder
+# (`report.md`, `report.json` and the figure):
+#
+# ```bash
+# fpsim compare --scenario overflow --policy fp16,amp --steps 60 -o cmp
+# ```
 #
 # Next: tutorial 9, beyond fp16.

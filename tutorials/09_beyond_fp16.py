@@ -110,8 +110,9 @@ if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = saved
     print(f"GPU median relative error: TF32 off {measured[False]:.2g}, on {measured[True]:.2g}")
     assert measured[False] < errors["tf32"] / 10  # fp32: far below tf32's error
-    if torch.cuda.get_device_capability() >= (8, 0):  # Ampere or later has TF32 Tensor Cores
-        assert measured[True] > 10 * measured[False]
+    assert measured[True] < 2 * errors["tf32"]  # allowed or not, never worse than tf32's inputs make it
+    took_effect = measured[True] > 10 * measured[False]
+    print("TF32 took effect" if took_effect else "cuBLAS kept fp32 here (no TF32 kernel for this GPU or shape)")
 else:
     print("No CUDA here: TF32 exists only on NVIDIA GPUs (Ampere and later); the model above is what it does.")
 
