@@ -194,7 +194,7 @@ def test_a_busy_machine_is_warned_about(load, cpus, warned):
     report.environment.update(load_average=load, cpus=cpus)
     assert bool(report.warnings()) == warned
     if warned:
-        assert report.warnings()[0].startswith("warning: the machine was busy (load average 10 on 2 CPUs)")
+        assert report.warnings()[0].startswith("warning: the machine was busy (load 10 on 2 CPUs)")
 
 
 # ---- synchronisation and memory on CUDA, with fakes that record the order of calls --------------------------

@@ -163,8 +163,8 @@ class BenchReport:
         load, cpus = self.environment.get("load_average"), self.environment.get("cpus")
         if load is None or cpus is None or load <= cpus:
             return []
-        return [f"warning: the machine was busy (load average {load:g} on {cpus} CPUs): other programs compete for "
-                "the cores, so these CPU times are unreliable; run again when it is idle"]  # fmt: skip
+        return [f"warning: the machine was busy (load {load:g} on {cpus} CPUs): these CPU times are unreliable; "
+                "run again when it is idle"]  # fmt: skip
 
     def _step_table(self):
         claims = {(row["model"], row["policy"]): row for row in self.claims()}
