@@ -51,6 +51,7 @@ assert fpsim.sub(1.0, 1e-4, "fp32") < 1.0  # fp32 keeps it
 gap_up = fpsim.next_up(1.0, "fp16") - 1.0
 print(f"gap above 1: {gap_up} = 2^{np.log2(gap_up):.0f}")
 assert gap_up == 2.0**-10 == FP16.eps
+assert 1.0 - fpsim.next_down(1.0, "fp16") == 2.0**-11  # half as far below 1
 assert fpsim.add(1.0, gap_up / 2, "fp16") == 1.0  # a tie: 1.0 is even, so it wins
 assert fpsim.add(1.0, gap_up / 2 * (1 + 2.0**-10), "fp16") == 1.0 + gap_up
 assert 1.0 / (gap_up / 2) == 2048
@@ -73,6 +74,7 @@ print(f"fp16 weight {w16}, fp32 master {master:.7f}, its fp16 compute copy {comp
 assert w16 == 1.0  # a thousand steps and it never moved
 assert abs(master - 0.9) < 1000 * 2.0**-24  # each fp32 addition errs by at most half an ulp (2^-24 below 1)
 assert compute_copy == fpsim.round(0.9, "fp16")  # the model computes with the right weight
+assert FP16.eps / fpsim.FP32.eps == 2**13  # fp32's gaps are 2^13 times smaller
 
 # %% [markdown]
 # The fp32 master copy has ulps 2^13 times smaller than fp16 (23 fraction bits instead of 10), so it keeps
@@ -136,6 +138,8 @@ fig
 lost16 = fpsim.add(w, u, "fp16") == w
 assert not lost16[ratio < 10].any()  # weight < 2^10 times the update: always kept in fp16
 assert lost16[ratio > 12].all()  # weight > 2^12 times the update: always lost in fp16
+lost32 = fpsim.add(fpsim.round(w, "fp32"), u, "fp32") == w
+assert not lost32[ratio < 23].any()  # fp32 keeps every update up to 2^23 times smaller than its weight
 
 # %% [markdown]
 # ## In training

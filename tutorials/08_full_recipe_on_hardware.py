@@ -109,7 +109,7 @@ def train_recipe(steps=30, clip=1.0, corrupt_batch_at=None, blow_up_loss_at=None
             "step": step, "loss": loss.item(), "scale": scale, "skipped": scaler.get_scale() < scale,
             "norm": None if norm is None else norm.item(), "first bad layer": bad_layers[0] if bad_layers else None,
             "weights unchanged": all(torch.equal(a, b) for a, b in zip(before, model.parameters())),
-            "logits dtype": logits.dtype,
+            "logits dtype": logits.dtype, "loss dtype": loss.dtype,
         })  # fmt: skip
     return model, records
 
@@ -117,7 +117,7 @@ def train_recipe(steps=30, clip=1.0, corrupt_batch_at=None, blow_up_loss_at=None
 model, records = train_recipe(corrupt_batch_at=10, blow_up_loss_at=20)
 for r in records:
     if r["step"] in (1, 9, 10, 11, 20, 21, 30):
-        print({k: v for k, v in r.items() if k != "logits dtype"})
+        print({k: v for k, v in r.items() if not k.endswith("dtype")})
 
 # %% [markdown]
 # Read the log: at step 10 the corrupted batch overflows fp16 in the first Linear layer (layer `0`), the
@@ -141,6 +141,7 @@ assert records[9]["first bad layer"] == "0"  # the Sequential's first layer
 assert all(r["weights unchanged"] == r["skipped"] for r in records)  # a skipped step leaves every weight as it was
 assert records[-1]["scale"] == 2.0**16 / 4  # two halvings; no growth within 2000 clean steps
 assert all(r["logits dtype"] == torch.float16 for r in records)  # autocast ran the last Linear in fp16
+assert all(r["loss dtype"] == torch.float32 for r in records)  # and the loss in fp32
 assert next(model.parameters()).dtype == torch.float32  # the weights themselves stay fp32
 assert records[-1]["loss"] < records[0]["loss"] / 3  # and it learned
 

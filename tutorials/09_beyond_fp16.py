@@ -47,6 +47,8 @@ BF16, FP16, FP32 = fpsim.BF16, fpsim.FP16, fpsim.FP32
 assert BF16.emin == FP32.emin  # the same smallest normal, 2^-126
 assert BF16.max > 1e38 > FP16.max  # the same order of magnitude of largest value
 assert BF16.eps == 8 * FP16.eps  # 3 fewer mantissa bits: gaps 8 times wider
+for value in (1.5, -3.25, 2.0**-100):  # a bf16 number's code is the top 16 bits of its fp32 code
+    assert fpsim.encode(value, "bf16") == fpsim.encode(value, "fp32") >> 16
 
 fig, _ = plots.range_diagram(["fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2"])
 fig.savefig(OUT / "09_range.png", dpi=80)
@@ -89,7 +91,9 @@ a, b = rng.normal(size=(64, 256)), rng.normal(size=(256, 64))
 exact = a @ b
 errors = {m: np.median(np.abs(fpsim.matmul(a, b, model=m) - exact) / np.abs(exact)) for m in ("fp32", "tf32")}
 print({m: f"{e:.2g}" for m, e in errors.items()})
-assert errors["tf32"] > 100 * errors["fp32"]  # about three decimal digits lost
+assert fpsim.TF32.nmant == FP16.nmant  # fp16's precision
+assert fpsim.TF32.emin == FP32.emin  # fp32's range
+assert errors["tf32"] > 100 * errors["fp32"]  # more than two decimal digits lost
 assert errors["tf32"] < 2.0**-10  # but still well within tf32's own eps
 
 # %% [markdown]
