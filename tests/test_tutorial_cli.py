@@ -147,6 +147,20 @@ def test_a_cell_that_does_not_parse_is_shown_with_its_file_and_line(capsys, tmp_
     assert "Cell 4 failed (SyntaxError)" in err and f'"{tmp_path / "tutorials" / "01_counting.py"}", line 30' in err
 
 
+def test_a_missing_module_says_what_to_install(capsys, tmp_path, monkeypatch):
+    text = (FIXTURES / "01_counting.py").read_text(encoding="utf-8").replace("import os\n", "import os\nimport torch\n")
+    (tmp_path / "tutorials").mkdir()
+    (tmp_path / "tutorials" / "01_counting.py").write_text(text)
+    monkeypatch.setenv(tutorials.FOLDER_VARIABLE, str(tmp_path / "tutorials"))
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails as if torch were not installed
+    with pytest.raises(SystemExit) as stopped:
+        main(["tutorial", "1", "--no-pause", "--out", str(tmp_path / "figs")])
+    _, err = capsys.readouterr()
+    assert (
+        stopped.value.code == 1 and "This tutorial needs torch: pip install 'fpsim[torch]', then run it again." in err
+    )
+
+
 # ---- stepping with piped keys ----------------------------------------------------------------------------------
 
 

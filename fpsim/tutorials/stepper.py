@@ -227,7 +227,12 @@ def _report(error: Exception, path: Path, cell: int) -> str:
     while trace is not None and trace.tb_frame.f_code.co_filename != str(path):
         trace = trace.tb_next
     lines = traceback.format_exception(type(error), error, trace)
-    return f"Cell {cell} failed ({type(error).__name__}):\n" + "".join(lines).rstrip()
+    report = f"Cell {cell} failed ({type(error).__name__}):\n" + "".join(lines).rstrip()
+    if isinstance(error, ModuleNotFoundError) and error.name:  # e.g. torch, for tutorials 5, 8, 9 and 10
+        top = error.name.split(".")[0]
+        install = "pip install 'fpsim[torch]'" if top == "torch" else f"pip install {top}"
+        report += f"\nThis tutorial needs {top}: {install}, then run it again."
+    return report
 
 
 @contextlib.contextmanager
