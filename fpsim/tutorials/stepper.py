@@ -270,6 +270,13 @@ class _Tee(io.TextIOBase):
     def isatty(self) -> bool:  # rich sizes and colours what a cell prints as it would on the screen
         return self.target.isatty()
 
+    @property
+    def encoding(self) -> str:
+        return getattr(self.target, "encoding", None) or "utf-8"
+
+    def fileno(self) -> int:  # for code that hands sys.stdout to a subprocess: its output is shown, not kept
+        return self.target.fileno()
+
 
 @contextlib.contextmanager
 def _tee(screen_file: IO[str]) -> Iterator[io.StringIO]:
