@@ -186,11 +186,11 @@ assert abs(fp8_run.final_accuracy - fp32_run.final_accuracy) < 0.02  # fp8 with 
 # Finding amax costs a pass over the tensor *before* casting it. Transformer Engine avoids that pass: it
 # casts with a scale computed from the amaxes of the *previous* steps (the largest over a history window),
 # and records this step's amax for later. It also keeps a *margin*: the scale is 2^margin times smaller
-# than the history asks for, as headroom for growth. Simulate 40 steps of one tensor whose amax drifts up by
+# than the history asks for, as headroom for growth. Simulate 50 steps of one tensor whose amax drifts up by
 # 3% a step, with a sudden 8× spike at step 30:
 
 # %%
-steps = 40
+steps = 50
 growth = 1.03 ** np.arange(steps)
 growth[29] *= 8  # step 30: a spike
 tensors = [rng.normal(size=4096) * 30 * g for g in growth]
@@ -225,13 +225,16 @@ for name, counts in (
     print(f"{name:17}: saturated at steps {[i + 1 for i, n in enumerate(counts) if n]}, {sum(counts)} values")
 assert sum(current_scaling()) == 0  # its own amax: never saturates
 assert no_margin[29] > 0  # the spike: the history had not seen it
+assert any(n for i, n in enumerate(no_margin) if i != 29)  # without a margin, the drift alone saturates a step
 assert [i + 1 for i, n in enumerate(with_margin) if n] == [30]  # with headroom, only the spike saturates
+assert limits[30] == limits[45] > limits[46]  # the spike rules steps 31 to 46, then leaves the 16-step history
 
 # %% [markdown]
 # Without a margin, the power-of-two scale can leave almost no headroom (the history's amax just under a
 # power of two), and the slow drift alone saturates some steps. One binade of margin absorbs the drift; only
 # the spike gets through. Draw each step's amax against the largest value the delayed scale (margin 1) holds.
-# After the spike, the history keeps the scale small for 16 steps, so later tensors use fewer of e4m3's bits.
+# After the spike, the history keeps the scale small for 16 steps (31 to 46), so those tensors use fewer of
+# e4m3's bits.
 
 # %%
 fig = Figure(figsize=(8, 3.5))
