@@ -160,7 +160,7 @@ def test_block_policies_follow_the_simulator(policy):
     config = Config(policy=policy, steps=6, eval_every=6)
     simulated, real = train.run(config), torch_run(config)
     assert np.allclose(real.loss, simulated.loss, rtol=1e-5) and real.test_accuracy == simulated.test_accuracy
-    assert real.loss != torch_run(Config(policy="fp32", steps=6, eval_every=6)).loss  # the blocks act
+    assert real.loss != train.run(Config(policy="fp32", steps=6, eval_every=6)).loss  # the blocks act
     blocks = train.get_policy(policy).blocks
     assert f"fake-quantized to {blocks} blocks along its reduction axis" in real.environment["mechanism"]
 
