@@ -191,8 +191,8 @@ class BenchReport:
             verdict = "slower than fp32 for every model" if max(speed) < 1 else speed_verdict(min(speed))
             if min(speed) < 1 <= max(speed):
                 verdict = "slower than fp32 for some models"
-            lines.append(f"{policy}: {_span(speed, times)} fp32's speed (claim: 2–3×): {verdict}; "
-                         f"peak memory {_span(ratios, _percent)} of fp32's (claim: 50%)")  # fmt: skip
+            lines.append(f"{policy}: {_span(speed, times)} fp32's speed (claim 2–3×): {verdict}; "
+                         f"memory {_span(ratios, _percent)} of fp32 (claim 50%)")  # fmt: skip
         for row in self.matmul_speedups():
             lines.append(
                 f"{row['dtype']} matmul at n = {row['n']}: {times(row['speedup'])} fp32's TFLOP/s ({row['speed']})"
