@@ -145,6 +145,8 @@ def _number_matches(node: ast.AST, actual: object, text: str) -> bool:
         literal = ast.get_source_segment(text, node.args[0])
         return _rounded_to_digits_of(float(actual), literal) == float(literal)
     expected = eval(compile(ast.Expression(node), "<comment>", "eval"), {"__builtins__": {}}, dict(_VALUE_NAMES))
+    if actual is None or expected is None:  # `# None` parses as a constant, not a Name
+        return actual is expected
     if isinstance(expected, float) and math.isnan(expected):
         return math.isnan(actual)
     return actual == expected and math.copysign(1, actual) == math.copysign(1, expected)

@@ -43,7 +43,7 @@ FORMAT_COLUMNS = {  # column -> markdown alignment
 # The decimal approximations the README and the tutorials quote, with their significant digits; every other
 # constant is shown only exactly. The digits themselves are computed from the format.
 _QUOTED = {("fp32", "max"): 5, ("bf16", "max"): 5, ("fp16", "smallest normal"): 2, ("fp16", "smallest subnormal"): 3}
-_NAN_NAMES = {"ieee": "IEEE", "all_ones": "all-ones only", "none": "none"}
+_NAN_NAMES = {"ieee": "IEEE", "all_ones": "all-ones only", "negative_zero": "−0's code only", "none": "none"}
 _PLAIN_POWERS = range(-1, 4)  # 2^-1 .. 2^3 read better as 0.5 .. 8
 _PLAIN_MAX = 10**6  # a max below this is written out in full (65504), above it as (2−2^-m)·2^e
 
@@ -57,7 +57,7 @@ def _format_row(fmt: Format) -> dict[str, str]:
     row = {
         "name": fmt.name,
         "bits": str(fmt.bits),
-        "layout": f"e{fmt.nexp}m{fmt.nmant}{'' if fmt.has_inf else 'fn'}",
+        "layout": fmt.layout,
         "bias": str(fmt.bias),
         "max": _max_text(fmt.max),
         "smallest normal": _power_text(fmt.smallest_normal),
@@ -85,6 +85,8 @@ def _power_text(x: float) -> str:
 def _max_text(x: float) -> str:
     """A format's max exactly: in full when short, else (2−2^-m)·2^e."""
     exponent = math.frexp(x)[1] - 1
+    if x == 2.0**exponent:  # e8m0: no mantissa bits, its max a power of two
+        return _power_text(x)
     gap = 2 - Fraction(x) / 2**exponent  # 2^-m for an IEEE-style max
     if x < _PLAIN_MAX or gap.numerator != 1 or gap.denominator & (gap.denominator - 1):
         return exact_decimal(x)
@@ -110,7 +112,10 @@ def cmd_formats(args: argparse.Namespace) -> None:
     rows = format_rows()
     justify = ["right" if alignment.endswith(":") else "left" for alignment in FORMAT_COLUMNS.values()]
     table = _terminal.table(list(FORMAT_COLUMNS), [row.values() for row in rows], justify)
-    note = "fn = finite only: no infinities, and NaN (if any) only at the all-ones code. NaN: " + "; ".join(
+    note = (
+        "fn = finite only: no infinities, and NaN (if any) only at the all-ones code; fnuz = finite, NaN at -0's "
+        "code, one unsigned zero; fnu = finite, unsigned (no sign bit). NaN: "
+    ) + "; ".join(
         f"{_NAN_NAMES[name]}: {meaning}" for name, meaning in NAN_ENCODINGS.items()
     )
     show(table, Text(""), Text(note))

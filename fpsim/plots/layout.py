@@ -53,6 +53,8 @@ def max_label(fmt: Format) -> str:
     """max exactly: as an integer when short, else as (2 − k·2^-nmant)·2^emax in mathtext."""
     if fmt.max < 1e6:
         return f"{fmt.max:g}"
+    if fmt.nmant == 0:  # e8m0: max is a power of two
+        return power_label(fmt.max)
     k = round((2 - fmt.max / 2.0**fmt.emax) * 2**fmt.nmant)  # max = (2 - k·2^-nmant)·2^emax, k = 1 or 2
     times = "" if k == 1 else f"{k}\\cdot "
     return f"$(2-{times}2^{{-{fmt.nmant}}})\\cdot 2^{{{fmt.emax}}}$"
