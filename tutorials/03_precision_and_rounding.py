@@ -109,7 +109,7 @@ for i, v in enumerate(values):
     ax.annotate(f"{v:g}", (v, 0), xytext=(0, 16), textcoords="offset points", ha="center")
 for m, goes in zip(midpoints, tie_goes_to):
     ax.annotate("◀" if goes < m else "▶", (m, 0), xytext=(0, -18), textcoords="offset points", ha="center")
-ax.annotate("→ ∞ (saturates)", (values[-1] + 1, 0), xytext=(4, 0), textcoords="offset points", va="center")
+ax.annotate("larger values → 6", (values[-1] + 1, 0), xytext=(4, 0), textcoords="offset points", va="center")
 ax.set(
     yticks=[],
     ylim=(-0.6, 0.6),

@@ -132,16 +132,27 @@ fig.savefig(OUT / "04_swamping.png", dpi=100)
 fig
 
 # %% [markdown]
-# Kahan and pairwise summation, *entirely in fp16*, reach the best fp16 answer: the exact sum rounded once.
-# Along the way their error zigzags within half an fp16 ulp, the best any fp16 number can do.
+# Kahan and pairwise summation, *entirely in fp16*, end on the best fp16 answer: the exact sum rounded once.
+# Along the way they are not always that good. The best any fp16 number can do is half an ulp; pairwise stays
+# within about 0.6 ulp, while Kahan, whose compensation is itself an fp16 number, drifts up to about 1.5 ulps
+# away in the middle of the run before its correction catches up. Count it at the 25 checkpoints:
 #
 # fp32 partial sums drift instead. Each fp32 addition rounds by at most half an fp32 ulp (2^-20 / 2 near 10),
 # and because every term is the same, those errors lean the same way and add up over 100,000 additions.
 # The drift stays far inside that worst case, and far below the one-by-one fp16 sum's error.
 
 # %%
+ulps = {  # |sum − exact| in ulps of the exact value, exactly
+    name: [abs(Fraction(s) - t) / Fraction(fp16.ulp(float(t))) for s, t in zip(running[name], truth)]
+    for name in ("fp16, Kahan", "fp16, pairwise")
+}
+for name, errors in ulps.items():
+    beyond = sum(e > Fraction(1, 2) for e in errors)  # more than half an ulp: not the nearest fp16 number
+    print(f"{name:15} largest error {float(max(errors)):.2f} ulp; over half an ulp at {beyond} of 25 checkpoints")
+assert 1 < max(ulps["fp16, Kahan"]) < Fraction(3, 2)  # Kahan in fp16 is at times more than a whole ulp off ...
+assert Fraction(1, 2) < max(ulps["fp16, pairwise"]) < Fraction(3, 5)
 best_fp16 = fpsim.round(float(exact), "fp16")  # exact is 10.0016..., which float64 holds to 1e-15
-assert final["fp16, Kahan"] == final["fp16, pairwise"] == best_fp16
+assert final["fp16, Kahan"] == final["fp16, pairwise"] == best_fp16  # ... but both end on the best answer
 fp32_error = abs(Fraction(final["fp16 terms, fp32 partial sums"]) - exact)
 assert fpsim.FP32.ulp(10.0) == 2**-20
 assert fp32_error <= n * Fraction(fpsim.FP32.ulp(10.0)) / 2  # n roundings, each at most half an ulp

@@ -85,7 +85,7 @@ print(fpsim.explain_dot(a, b, "h100_fp16"))
 exact_sum = sum(Fraction(x) * Fraction(y) for x, y in zip(a, b))
 on_unit = fpsim.dot(a, b, model="h100_fp16")
 assert max(abs(a * b)) == 450.0
-assert 2**8 <= 450 < 2**9  # exponent 8
+assert math.frexp(max(abs(a * b)))[1] - 1 == 8  # its exponent E = 8: 450 = 1.76 · 2^8
 assert on_unit != fpsim.round(float(exact_sum), "fp32")  # not the exact sum rounded once ...
 assert on_unit < exact_sum  # ... but below it: the products that lost bits were positive, cut toward zero
 
@@ -280,8 +280,10 @@ if torch.cuda.is_available():
             same_textbook = (chip == textbook).float().mean().item()
             print(f"{out} outputs identical to the {preset} model: {same_model:.2%}")
             print(f"{out} outputs identical to exact products + fp32 sequential sums: {same_textbook:.2%}")
-            if preset == "h100_fp16":  # measured on an H200: 100% (README, "Checked against the chip")
+            if capability == (9, 0) and preset == "h100_fp16":  # verified on an H200: 100% (README)
                 assert same_model == 1.0
+            else:  # not verified on this generation: cuBLAS may pick kernels that group differently
+                print("(not asserted: the model was checked bit for bit only on a Hopper GPU, capability 9.0)")
         finally:
             torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = flag
 else:
@@ -314,6 +316,7 @@ for promote in (32, 512, 1024):
     errors[promote] = abs(result - exact) / exact
 for promote in (32, 128, 512, 1024, None):
     print(f"promote_every={promote}: relative error {errors[promote]:.2e}")
+assert errors[32] == 0  # nothing cut: each group of 32 products, and the fp32 sums of the groups, were exact
 assert errors[32] <= errors[128] <= errors[512] <= errors[1024] <= errors[None]
 
 # %% [markdown]

@@ -54,7 +54,9 @@ assert gap_up == 2.0**-10 == FP16.eps
 assert 1.0 - fpsim.next_down(1.0, "fp16") == 2.0**-11  # half as far below 1
 assert fpsim.add(1.0, gap_up / 2, "fp16") == 1.0  # a tie: 1.0 is even, so it wins
 assert fpsim.add(1.0, gap_up / 2 * (1 + 2.0**-10), "fp16") == 1.0 + gap_up
-assert 1.0 / (gap_up / 2) == 2048
+for w in (2.0**-6, 1.0, 2.0**9):  # the ratio holds at every power of two: w / 2048 is a tie, lost
+    assert fpsim.add(w, w / 2048, "fp16") == w
+    assert fpsim.add(w, fpsim.next_up(w / 2048, "fp16"), "fp16") > w
 
 # %% [markdown]
 # ## The same small update, a thousand times
@@ -146,7 +148,7 @@ assert not lost32[ratio < 23].any()  # fp32 keeps every update up to 2^23 times 
 # fpsim's *lost-updates* scenario trains the digits MLP with large initial weights and a small learning rate,
 # so many updates sit near that edge. Compare `fp16` (weights, optimizer state and everything else in fp16)
 # with `amp` (fp16 compute, fp32 master weights and state). Each run records the share of updates lost at every
-# step. 300 steps take about a second each.
+# step. Each of the two runs (300 steps) takes a second or two.
 
 # %%
 fp16_run = train.run(train.scenario("lost-updates", policy="fp16"))

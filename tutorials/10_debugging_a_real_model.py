@@ -68,51 +68,88 @@ assert by_name["activation gradient", "relu1"]["fp8_e4m3"].percent("flushed") > 
 
 # %% [markdown]
 # ## Check one finding by hand
-# Never trust a tool blindly. The parameter gradients are easy to get yourself: run the same step on a copy of
-# the model, then round each `.grad` with `fpsim.round(..., flags=True)` and compare the counts with the audit's.
+# Never trust a tool blindly. Recount without the codec, from the format's thresholds alone, on gradients you
+# collect yourself. For a format with smallest subnormal s, smallest normal n, largest value M and gap G
+# below M, round to nearest even sends a nonzero |g| to
+#
+# - zero when |g| ≤ s/2 (exactly s/2 is a tie between 0 and s; 0 is the even one);
+# - a subnormal when s/2 < |g| < n − s/2 (from n − s/2 up it rounds to n, again the even neighbour);
+# - overflow when |g| > M + G/2, or exactly M + G/2 when M's significand is odd (IEEE formats; e4m3's is even,
+#   so its tie stays at M).
+#
+# Run the same step on a copy of the model, with hooks that keep every parameter gradient and the gradient of
+# every layer's output (what the audit calls `grad` and `act-grad`).
 
 # %%
 model = copy.deepcopy(example.model)
-example.loss_fn(model(example.batch), example.target).backward()
-gradients = {name: p.grad for name, p in model.named_parameters()}
+collected = {}  # (kind, name) -> gradient
 
-audited = {t.name: t for t in result.tensors if t.kind == "gradient"}
-assert set(audited) == set(gradients)  # the audit saw every parameter's gradient
-for name, grad in gradients.items():
+
+def keep_output_gradient(name):
+    def hook(module, args, output):
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(lambda g: collected.setdefault(("activation gradient", name), g.detach().clone()))
+
+    return hook
+
+
+handles = [m.register_forward_hook(keep_output_gradient(n)) for n, m in model.named_modules() if n]
+example.loss_fn(model(example.batch), example.target).backward()
+for handle in handles:
+    handle.remove()
+collected.update({("gradient", name): p.grad for name, p in model.named_parameters()})
+
+
+def count_by_thresholds(values: np.ndarray, fmt: str) -> tuple[int, int, int, int]:
+    """(total, flushed, subnormal, overflow) of values rounded to nearest even in fmt, from thresholds alone."""
+    f = fpsim.get_format(fmt)
+    s, n, top = f.smallest_subnormal, f.smallest_normal, f.max
+    gap = 2.0 ** (np.floor(np.log2(top)) - f.nmant)  # G, the spacing just below M
+    odd_max = (top / gap) % 2 == 1  # M's integer significand: 2047 for fp16 (odd), 14 for e4m3 (even)
+    m = np.abs(values.astype(np.float64))  # every threshold and comparison below is exact in float64
+    overflow = (m > top + gap / 2) | ((m == top + gap / 2) & odd_max)
+    return (values.size, int(np.sum((m > 0) & (m <= s / 2))), int(np.sum((m > s / 2) & (m < n - s / 2))),
+            int(np.sum(overflow)))  # fmt: skip
+
+
+audited = {(t.kind, t.name): t for t in result.tensors if t.kind in ("gradient", "activation gradient")}
+assert set(audited) == set(collected)  # the audit saw the same gradient tensors as our hooks
+for key, grad in collected.items():
     for fmt in formats:
-        _, flags = fpsim.round(grad.numpy(), fmt, flags=True)
-        counts = audited[name].formats[fmt]
-        assert (counts.total, counts.flushed, counts.overflow) == (flags.total, flags.flushed_to_zero, flags.overflow)
-        assert counts.subnormal == flags.subnormal
-print("audit and hand count agree on", len(gradients), "parameter gradients ×", len(formats), "formats")
+        c = audited[key].formats[fmt]
+        assert (c.total, c.flushed, c.subnormal, c.overflow) == count_by_thresholds(grad.numpy(), fmt)
+print("audit and threshold count agree on", len(collected), "gradient tensors ×", len(formats), "formats")
 
 # %% [markdown]
 # ## Choose a loss scale
 # For each format the audit proposes the largest power of two S that keeps the largest gradient element below
 # max / 2 (a headroom of 2 for the next steps, which may be larger), and counts the gradient elements that S
-# rescues from flushing to zero. Check the rule on its own numbers, then apply S to the gradients you
-# computed above.
+# rescues from flushing to zero. Derive S yourself from the gradients you collected, then apply it.
 
 # %%
 for fmt, scale in result.loss_scales.items():
     print(f"{fmt:9} largest gradient {scale.largest:.3g}  recommended 2^{np.log2(scale.recommended):.0f}  "
           f"flushed {scale.flushed_unscaled} → {scale.flushed_scaled}")  # fmt: skip
 
-largest_parameter_gradient = max(g.abs().max().item() for g in gradients.values())
+largest = max(g.abs().max().item() for g in collected.values())
+largest_parameter_gradient = max(g.abs().max().item() for (kind, _), g in collected.items() if kind == "gradient")
+print(f"largest gradient we collected: {largest:.4g} (parameter gradients alone: {largest_parameter_gradient:.4g})")
 for fmt in ("fp16", "fp8_e4m3"):
-    scale, fmt_max = result.loss_scales[fmt], fpsim.get_format(fmt).max
-    assert scale.recommended == 2.0 ** np.floor(np.log2(fmt_max / (2 * scale.largest)))  # the rule, by hand
-    assert largest_parameter_gradient <= scale.largest  # it looked at activation gradients as well
-    flushed_before = flushed_after = 0
-    for grad in gradients.values():
-        g = grad.numpy().astype(np.float64)
-        _, before = fpsim.round(g, fmt, flags=True)
-        _, after = fpsim.round(g * scale.recommended, fmt, flags=True)
-        assert after.overflow == 0  # S fits
-        flushed_before += before.flushed_to_zero
-        flushed_after += after.flushed_to_zero
-    print(f"{fmt}: parameter gradients flushed {flushed_before} unscaled, {flushed_after} times S")
-    assert flushed_after <= flushed_before
+    fmt_max = fpsim.get_format(fmt).max
+    k = 0  # the largest k with 2^k · largest ≤ max / 2: powers of two scale exactly, so each test is exact
+    while 2.0 ** (k + 1) * largest <= fmt_max / 2:
+        k += 1
+    while 2.0**k * largest > fmt_max / 2:
+        k -= 1
+    S = 2.0**k
+    assert result.loss_scales[fmt].recommended == S  # the audit's S is ours
+    before = [count_by_thresholds(g.numpy(), fmt) for g in collected.values()]
+    after = [count_by_thresholds(g.numpy().astype(np.float64) * S, fmt) for g in collected.values()]
+    flushed_before, flushed_after = sum(c[1] for c in before), sum(c[1] for c in after)
+    print(f"{fmt}: S = 2^{k}; gradient elements flushed {flushed_before} unscaled, {flushed_after} times S")
+    assert sum(c[3] for c in after) == 0  # S fits: nothing overflows
+    assert (flushed_before, flushed_after) == (result.loss_scales[fmt].flushed_unscaled,
+                                               result.loss_scales[fmt].flushed_scaled)  # fmt: skip
 assert flushed_after < flushed_before / 10  # in e4m3, the scale rescues most of them
 
 # %% [markdown]
@@ -182,7 +219,8 @@ assert worst.nonzero_max < 1e-6  # tiny compared with the other gradients (about
 # ## Recap
 # - `fpsim.torch.audit(model, batch, loss_fn, formats=..., target=...)` runs one fp32 step and tells, per
 #   tensor and format, what overflows, turns subnormal or flushes to zero; `table()` ranks the worst.
-# - Its counts are the codec's flags: we recounted every parameter gradient by hand and got the same numbers.
+# - Its counts match a recount from each format's thresholds alone, on gradients collected with our own hooks;
+#   its loss scale matches one derived from those gradients.
 # - `loss_scales[fmt].recommended` is the largest power of two that keeps the largest gradient under max / 2.
 # - To debug a broken model, read the tensors in execution order: the first one a format cannot hold is the
 #   layer to fix (here, conv1 with its weights × 10^5); bf16's range absorbed it where fp16 overflowed.
