@@ -1,9 +1,12 @@
-"""fpsim bench: `--quick` on the CPU gives a well-formed report (JSON schema, figure, the claims beside the
-measurements); timed regions synchronise with CUDA (fake events record the order); the CPU memory count is exact on
-known allocations; bad input is one line and exit code 2. No test asserts on wall-clock time."""
+"""fpsim bench: `--quick` on the CPU (a smaller plan, one model) gives a well-formed report (JSON schema, figure,
+the claims beside the measurements); regions are timed round-robin and synchronise with CUDA on the device's own
+stream (fake events record the order); the CUDA memory is the step's own (fake allocator counters); the CPU memory
+count is exact on known allocations; spread timings carry no verdict; bad input is one line and exit code 2. No test
+asserts on wall-clock time."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import json
@@ -11,6 +14,7 @@ import math
 import sys
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 torch = pytest.importorskip("torch")
 
@@ -18,15 +22,15 @@ from fpsim.cli import main  # noqa: E402
 from fpsim.plots.bench import bench_figure  # noqa: E402
 
 bench_module = importlib.import_module("fpsim.torch.bench")  # fpsim.torch.bench is the function
-from fpsim.torch import models  # noqa: E402
+from fpsim._bench_text import unreliable  # noqa: E402
 from fpsim.torch.bench import (  # noqa: E402
     MATMUL_DTYPES,
     POLICIES,
     BenchReport,
     LiveBytes,
     StepRow,
+    interleaved_seconds,
     matmul_precision,
-    median_seconds,
     memory_verdict,
     speed_verdict,
 )
@@ -34,18 +38,25 @@ from fpsim.torch.bench import (  # noqa: E402
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+SMALL_PLAN = bench_module._Plan((32, 64), 2**16, warmup=1, repeat=2)
+MODEL = "digits-mlp"
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One `fpsim bench --quick --device cpu -o ... --plot ...` for the module: (exit code, stdout, JSON, png)."""
+    """One `fpsim bench --quick --device cpu --model digits-mlp -o ... --plot ...` for the module, on a smaller plan
+    (matmuls of n = 32 and 64, two rounds; steps: one warm-up, two rounds): (exit code, stdout, JSON, png)."""
     folder = tmp_path_factory.mktemp("bench")
     out, png = folder / "bench.json", folder / "bench.png"
-    capture = pytest.MonkeyPatch()
+    patch = pytest.MonkeyPatch()
     stdout = io.StringIO()
-    capture.setattr(sys, "stdout", stdout)
+    patch.setattr(sys, "stdout", stdout)
+    patch.setitem(bench_module._PLANS, ("cpu", True), SMALL_PLAN)
+    patch.setitem(bench_module._STEP_REPEATS, True, (1, 2))
     try:
-        code = main(["bench", "--quick", "--device", "cpu", "-o", str(out), "--plot", str(png)])
+        code = main(["bench", "--quick", "--device", "cpu", "--model", MODEL, "-o", str(out), "--plot", str(png)])
     finally:
-        capture.undo()
+        patch.undo()
     return code, stdout.getvalue(), json.loads(out.read_text()), png
 
 
@@ -58,25 +69,30 @@ def test_quick_bench_exits_cleanly_and_writes_both_files(quick_run):
 
 def test_quick_report_follows_the_schema(quick_run):
     _, _, record, _ = quick_run
-    assert record["schema"] == "fpsim.bench/1" and record["quick"] is True
+    assert record["schema"] == "fpsim.bench/2" and record["quick"] is True
     assert set(record) == {"schema", "fpsim", "quick", "environment", "methods", "matmul", "steps", "claims"}
     env = record["environment"]
     assert env["device"] == "cpu" and env["capability"] is None and env["torch"] == torch.__version__
     assert env["cpus"] >= 1 and env["load_average"] >= 0
     assert set(record["methods"]) == {"timing", "memory", "matmul"}
     assert "TorchDispatchMode" in record["methods"]["memory"] and "perf_counter" in record["methods"]["timing"]
+    assert "round-robin: 2 rounds after 1 warm-up" in record["methods"]["timing"]
     for row in record["matmul"]:
-        assert set(row) == {"dtype", "n", "seconds", "tflops", "note"} and row["dtype"] in MATMUL_DTYPES
+        assert set(row) == {"dtype", "n", "seconds", "median_seconds", "tflops", "note"}
+        assert row["dtype"] in MATMUL_DTYPES
         if row["n"] is None:  # a dtype this device has no matmul for: said, not measured
-            assert row["seconds"] is row["tflops"] is None and row["note"].startswith("not available on this device")
+            assert row["seconds"] is row["median_seconds"] is row["tflops"] is None
+            assert row["note"].startswith("not available on this device")
         else:
-            assert row["seconds"] > 0 and math.isclose(row["tflops"], 2 * row["n"] ** 3 / row["seconds"] / 1e12)
+            assert 0 < row["seconds"] <= row["median_seconds"]
+            assert math.isclose(row["tflops"], 2 * row["n"] ** 3 / row["seconds"] / 1e12)  # at the fastest
     for row in record["steps"]:
-        assert set(row) == {"model", "policy", "ran", "seconds", "peak_bytes", "note"}
+        assert set(row) == {"model", "policy", "ran", "seconds", "median_seconds", "peak_bytes", "note"}
         if row["seconds"] is None:
-            assert row["peak_bytes"] is None and row["note"]
+            assert row["median_seconds"] is row["peak_bytes"] is None and row["note"]
         else:
-            assert row["seconds"] > 0 and isinstance(row["peak_bytes"], int) and row["peak_bytes"] > 0
+            assert 0 < row["seconds"] <= row["median_seconds"]
+            assert isinstance(row["peak_bytes"], int) and row["peak_bytes"] > 0
 
 
 def test_on_the_cpu_tf32_and_fp8_are_rows_that_say_they_are_not_available(quick_run):
@@ -84,13 +100,12 @@ def test_on_the_cpu_tf32_and_fp8_are_rows_that_say_they_are_not_available(quick_
     missing = {row["dtype"]: row["note"] for row in record["matmul"] if row["n"] is None}
     assert set(missing) == {"tf32", "fp8_e4m3"} and "the CPU computes fp32" in missing["tf32"]
     measured = {(row["dtype"], row["n"]) for row in record["matmul"] if row["n"] is not None}
-    assert measured == {(dtype, n) for dtype in ("fp32", "fp16", "bf16") for n in (128, 256)}
+    assert measured == {(dtype, n) for dtype in ("fp32", "fp16", "bf16") for n in SMALL_PLAN.sizes}
     steps = {(row["model"], row["policy"]): row for row in record["steps"]}
-    assert set(steps) == {(model, policy) for model in models.MODELS for policy in POLICIES}
-    for model in models.MODELS:
-        assert steps[(model, "fp8")]["note"].startswith("not available on this device: no FP8 matrix units")
-        assert all(steps[(model, policy)]["seconds"] is not None for policy in ("fp32", "amp", "bf16"))
-        assert "on the CPU" in steps[(model, "amp")]["ran"]
+    assert set(steps) == {(MODEL, policy) for policy in POLICIES}  # --model chose one
+    assert steps[(MODEL, "fp8")]["note"].startswith("not available on this device: no FP8 matrix units")
+    assert all(steps[(MODEL, policy)]["seconds"] is not None for policy in ("fp32", "amp", "bf16"))
+    assert "on the CPU" in steps[(MODEL, "amp")]["ran"]
 
 
 def test_the_claims_are_the_measured_ratios_beside_2_to_3x_and_50_percent(quick_run):
@@ -98,19 +113,23 @@ def test_the_claims_are_the_measured_ratios_beside_2_to_3x_and_50_percent(quick_
     steps = {(row["model"], row["policy"]): row for row in record["steps"]}
     claims = record["claims"]
     assert claims["speed"] == "2–3× faster" and claims["memory"] == "50% less memory"
-    assert {(row["model"], row["policy"]) for row in claims["steps"]} == {
-        (model, policy) for model in models.MODELS for policy in ("amp", "bf16")
-    }
+    assert {(row["model"], row["policy"]) for row in claims["steps"]} == {(MODEL, "amp"), (MODEL, "bf16")}
     for row in claims["steps"]:
         fp32, low = steps[(row["model"], "fp32")], steps[(row["model"], row["policy"])]
-        assert row["speedup"] == fp32["seconds"] / low["seconds"]
+        assert row["speedup"] == fp32["seconds"] / low["seconds"]  # the fastest repeats
         assert row["memory_ratio"] == low["peak_bytes"] / fp32["peak_bytes"]
-        assert row["speed"] == speed_verdict(row["speedup"]) and row["memory"] == memory_verdict(row["memory_ratio"])
+        spread = max(fp32["median_seconds"] / fp32["seconds"], low["median_seconds"] / low["seconds"])
+        assert row["reliable"] == (spread <= 1.5)
+        assert row["speed"] == (speed_verdict(row["speedup"]) if row["reliable"] else f"unreliable: timings spread "
+                                f"{spread:.1f}× (median over fastest) — rerun on an idle machine")  # fmt: skip
+        assert row["memory"] == memory_verdict(row["memory_ratio"])
     assert "speed-up (claim: 2–3× faster)" in stdout and "memory saved (claim: 50% less memory)" in stdout
-    for policy in ("amp", "bf16"):
-        speeds = [row["speedup"] for row in claims["steps"] if row["policy"] == policy]
-        line = next(line for line in stdout.splitlines() if line.startswith(f"{policy}: "))
-        assert ("slower than fp32" in line) == (min(speeds) < 1)  # said plainly whenever it is so
+    for row in claims["steps"]:
+        line = next(line for line in stdout.splitlines() if line.startswith(f"{row['policy']}: "))
+        if row["reliable"]:
+            assert ("slower than fp32" in line) == (row["speedup"] < 1)  # said plainly whenever it is so
+        else:
+            assert "timings unreliable for every model — rerun on an idle machine" in line
 
 
 def test_autocast_halves_what_it_stores_so_the_cpu_memory_count_drops(quick_run):
@@ -144,14 +163,14 @@ def test_memory_verdicts():
 
 def hand_report() -> BenchReport:
     steps = [
-        StepRow("m", "fp32", "fp32", 0.004, 1000),
-        StepRow("m", "amp", "amp", 0.002, 500),
-        StepRow("m", "bf16", "bf16", 0.008, 1250),
-        StepRow("m", "fp8", "fp8", None, None, "not available"),
+        StepRow("m", "fp32", "fp32", 0.004, 0.005, 1000),
+        StepRow("m", "amp", "amp", 0.002, 0.002, 500),
+        StepRow("m", "bf16", "bf16", 0.008, 0.012, 1250),  # median 1.5× the fastest: still judged
+        StepRow("m", "fp8", "fp8", None, None, None, "not available"),
     ]
-    matmul = [bench_module.MatmulRow("fp32", 64, 1e-3, 2 * 64**3 / 1e-3 / 1e12),
-              bench_module.MatmulRow("fp16", 64, 2.5e-4, 2 * 64**3 / 2.5e-4 / 1e12),
-              bench_module.MatmulRow("tf32", None, None, None, "not available on this device: ...")]  # fmt: skip
+    matmul = [bench_module.MatmulRow("fp32", 64, 1e-3, 1e-3, 2 * 64**3 / 1e-3 / 1e12),
+              bench_module.MatmulRow("fp16", 64, 2.5e-4, 3e-4, 2 * 64**3 / 2.5e-4 / 1e12),
+              bench_module.MatmulRow("tf32", None, None, None, None, "not available on this device: ...")]  # fmt: skip
     env = {"device": "cpu", "name": "test CPU", "torch": "x", "threads": 1, "capability": None}
     return BenchReport(env, {"timing": "t", "memory": "m", "matmul": "mm"}, True, matmul, steps)
 
@@ -180,6 +199,42 @@ def test_the_terminal_table_shows_measurements_and_what_did_not_run():
     text = stream.getvalue()
     assert "2.00×" in text and "0.50× slower" in text and "50%" in text and "25% more" in text
     assert "fp8: not available" in text and "tf32: not available on this device" in text
+    assert "unreliable" not in text
+
+
+def spread_report() -> BenchReport:
+    """hand_report with amp's median 3.2× its fastest: amp's ratio is kept but carries no verdict."""
+    report = hand_report()
+    report.steps[1] = StepRow("m", "amp", "amp", 0.002, 0.0064, 500)
+    report.steps.append(StepRow("n", "fp32", "fp32", 0.001, 0.001, 100))
+    report.steps.append(StepRow("n", "amp", "amp", 0.0005, 0.0005, 100))
+    return report
+
+
+def test_a_row_whose_timings_spread_is_flagged_instead_of_judged():
+    report = spread_report()
+    amp_m, bf16_m, amp_n = report.claims()
+    message = "unreliable: timings spread 3.2× (median over fastest) — rerun on an idle machine"
+    assert (amp_m["speedup"], amp_m["reliable"], amp_m["speed"]) == (2.0, False, message)
+    assert bf16_m["reliable"] and amp_n["reliable"] and amp_n["speed"] == "within the claimed 2–3×"
+    assert report.summary()[0] == (
+        "amp: 2.00× fp32's speed (claim 2–3×): within the claimed 2–3×; memory 50% to 100% of fp32 (claim 50%); "
+        "timings unreliable for m"
+    )
+    stream = io.StringIO()
+    from fpsim._terminal import console
+
+    console(stream).print(report.table())
+    assert "2.00× unreliable" in stream.getvalue()
+
+
+@pytest.mark.parametrize(("fastest", "median", "flagged"), [(1.0, 1.0, False), (2.0, 3.0, False), (2.0, 3.02, True),
+                                                            (1e-3, 0.2, True)])  # fmt: skip
+def test_the_unreliable_rule_is_the_median_over_the_fastest_against_1_5(fastest, median, flagged):
+    reason = unreliable(fastest, median)
+    assert (reason is not None) == flagged
+    if flagged:
+        assert f"spread {median / fastest:.1f}×" in reason and reason.endswith("rerun on an idle machine")
 
 
 @pytest.mark.parametrize(
@@ -197,7 +252,7 @@ def test_a_busy_machine_is_warned_about(load, cpus, warned):
 
 
 class Recorder:
-    """Fake torch.cuda.Event and torch.cuda.synchronize writing to one log; elapsed times come from a list."""
+    """Fake torch.cuda.Event, current_stream and synchronize writing to one log; elapsed times come from a list."""
 
     def __init__(self, elapsed_ms: list[float]) -> None:
         self.log: list[str] = []
@@ -214,8 +269,8 @@ class Recorder:
                 self.name = f"event{recorder.events}"
                 self.done = False
 
-            def record(self) -> None:
-                recorder.log.append(f"record {self.name}")
+            def record(self, stream=None) -> None:
+                recorder.log.append(f"record {self.name} on {stream}")
 
             def synchronize(self) -> None:
                 recorder.log.append(f"wait {self.name}")
@@ -229,40 +284,93 @@ class Recorder:
         return Event
 
     def synchronize(self, device=None) -> None:
-        self.log.append("device sync")
+        self.log.append(f"sync {device}")
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(torch.cuda, "Event", self.event_class())
+        monkeypatch.setattr(torch.cuda, "synchronize", self.synchronize)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device}")
 
 
-def test_timed_regions_on_cuda_sit_between_events_that_are_waited_for(monkeypatch):
+def test_timed_regions_on_cuda_sit_between_events_on_the_devices_stream_that_are_waited_for(monkeypatch):
     recorder = Recorder([3.0, 1.0, 2.0])
-    monkeypatch.setattr(torch.cuda, "Event", recorder.event_class())
-    monkeypatch.setattr(torch.cuda, "synchronize", recorder.synchronize)
-    seconds = median_seconds(lambda: recorder.log.append("run"), torch.device("cuda"), repeat=3, warmup=2)
-    assert seconds == 0.002  # the median of 3, 1 and 2 ms
-    region = lambda start, end: [f"record event{start}", "run", f"record event{end}", f"wait event{end}", "read"]  # noqa: E731
-    assert recorder.log == ["run", "run", "device sync", *region(1, 2), *region(3, 4), *region(5, 6)]
+    recorder.install(monkeypatch)
+    device = torch.device("cuda:1")  # not the current device: the events must still go on its stream
+    seconds = interleaved_seconds({"a": lambda: recorder.log.append("run")}, device, repeat=3, warmup=2)
+    assert seconds == {"a": [0.003, 0.001, 0.002]}
+    on = "on stream of cuda:1"
+    region = lambda i: [f"record event{i} {on}", "run", f"record event{i + 1} {on}", f"wait event{i + 1}", "read"]  # noqa: E731
+    assert recorder.log == ["run", "run", "sync cuda:1", *region(1), *region(3), *region(5)]
+
+
+def test_regions_are_timed_round_robin_with_their_setting_around_each_run():
+    log = []
+
+    @contextlib.contextmanager
+    def setting(key):
+        log.append(f"enter {key}")
+        yield
+        log.append(f"leave {key}")
+
+    regions = {key: (lambda key=key: log.append(key)) for key in ("a", "b")}
+    seconds = interleaved_seconds(regions, torch.device("cpu"), repeat=2, warmup=1, setting=setting)
+    assert list(seconds) == ["a", "b"] and all(len(times) == 2 and min(times) > 0 for times in seconds.values())
+    one_round = ["enter a", "a", "leave a", "enter b", "b", "leave b"]
+    assert log == one_round * 3  # a warm-up round, then two timed rounds, a and b alternating
 
 
 def test_the_cpu_path_never_touches_cuda(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a CUDA call on the CPU path")
 
-    monkeypatch.setattr(torch.cuda, "Event", forbidden)
-    monkeypatch.setattr(torch.cuda, "synchronize", forbidden)
+    for name in ("Event", "synchronize", "current_stream", "device"):
+        monkeypatch.setattr(torch.cuda, name, forbidden)
     calls = []
-    median_seconds(lambda: calls.append(1), torch.device("cpu"), repeat=3, warmup=1)
+    interleaved_seconds({"a": lambda: calls.append(1)}, torch.device("cpu"), repeat=3, warmup=1)
     assert len(calls) == 4
+    with bench_module._on(torch.device("cpu")):
+        pass
 
 
-def test_peak_memory_on_cuda_resets_the_counter_and_reads_it_after_a_synchronize(monkeypatch):
+def test_a_cuda_device_is_made_current_for_the_measurements():
+    context = bench_module._on(torch.device("cuda:1"))  # built without touching the driver
+    assert isinstance(context, torch.cuda.device) and context.idx == 1
+
+
+def test_the_environment_is_read_first_and_every_measurement_runs_on_the_device(monkeypatch):
+    log = []
+
+    @contextlib.contextmanager
+    def on(device):
+        log.append("enter device")
+        yield
+        log.append("leave device")
+
+    monkeypatch.setattr(bench_module, "environment", lambda device: log.append("environment") or {})
+    monkeypatch.setattr(bench_module, "_on", on)
+    monkeypatch.setattr(bench_module, "measure_matmuls", lambda *a: log.append("matmuls") or [])
+    monkeypatch.setattr(bench_module, "measure_steps", lambda *a: log.append("steps") or [])
+    monkeypatch.setitem(bench_module._PLANS, ("cpu", True), SMALL_PLAN)
+    bench_module.bench("cpu", quick=True, models=["digits-mlp"])
+    assert log == ["environment", "enter device", "matmuls", "matmuls", "steps", "leave device"]
+
+
+def test_peak_memory_on_cuda_is_the_steps_own_kept_state_plus_what_it_adds(monkeypatch):
+    """The absolute peak (here 5 MB) holds workspaces and other steps' tensors (the 3 MB allocated before); the
+    step's own peak is its kept state plus max_memory_allocated − memory_allocated before."""
     log = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("sync"))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: log.append("before") or 3_000_000)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: log.append("reset"))
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: log.append("read") or 12345)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: log.append("read") or 5_000_000)
     step = bench_module._Step("digits-mlp", "fp32", torch.device("cpu"))
     step.device = torch.device("cuda")  # the CUDA branch, run on CPU tensors
     monkeypatch.setattr(step, "forward_backward_update", lambda: log.append("step"))
-    assert bench_module.peak_bytes(step) == 12345
-    assert log == ["sync", "reset", "step", "sync", "read"]
+    model = step.model
+    kept = [*model.parameters(), *model.buffers(), step.batch, step.target]  # no momentum before the first step
+    expected = sum(t.numel() * t.element_size() for t in kept) + 2_000_000
+    assert bench_module.peak_bytes(step) == expected
+    assert log == ["sync", "before", "reset", "step", "sync", "read"]
 
 
 def test_matmul_precision_sets_tf32_and_restores_every_flag_even_after_an_error():
@@ -305,8 +413,9 @@ def test_tf32_and_fp8_follow_the_compute_capability(monkeypatch, capability, tf3
 
 def test_on_an_fp8_capable_device_the_fp8_step_is_measured(monkeypatch):
     monkeypatch.setattr(bench_module, "fp8_unavailable", lambda device: None)  # the CPU's _scaled_mm stands in
-    row = bench_module.measure_step("tiny-transformer", "fp8", torch.device("cpu"), quick=True)
-    assert row.seconds > 0 and row.peak_bytes > 0 and row.note == "" and "FP8 GEMMs" in row.ran
+    monkeypatch.setitem(bench_module._STEP_REPEATS, True, (1, 2))
+    (row,) = bench_module.measure_steps("tiny-transformer", ["fp8"], torch.device("cpu"), quick=True)
+    assert 0 < row.seconds <= row.median_seconds and row.peak_bytes > 0 and row.note == "" and "FP8 GEMMs" in row.ran
 
 
 def test_an_fp8_step_that_torch_refuses_is_a_row_naming_the_error(monkeypatch):
@@ -317,8 +426,10 @@ def test_an_fp8_step_that_torch_refuses_is_a_row_naming_the_error(monkeypatch):
 
     monkeypatch.setattr(bench_module, "fp8_unavailable", lambda device: None)
     monkeypatch.setattr(torch, "_scaled_mm", refuse)
-    row = bench_module.measure_step("digits-mlp", "fp8", torch.device("cpu"), quick=True)
-    assert row.seconds is None and row.note == f"failed with torch {torch.__version__}: RuntimeError: {refusal}"
+    monkeypatch.setitem(bench_module._STEP_REPEATS, True, (1, 2))
+    fp32, fp8 = bench_module.measure_steps("digits-mlp", ["fp32", "fp8"], torch.device("cpu"), quick=True)
+    assert fp8.seconds is None and fp8.note == f"failed with torch {torch.__version__}: RuntimeError: {refusal}"
+    assert fp32.seconds > 0  # the other policies are still timed
 
 
 # ---- the CPU memory count ---------------------------------------------------------------------------------
@@ -360,6 +471,11 @@ def test_live_bytes_sees_the_tensors_backward_makes():
         (["--plot", "bench.json"], "--plot must end in .png, .svg, .pdf"),
         (["--plot", "missing/bench.png"], "does not exist"),
         (["--quick", "--steps", "3"], "unrecognized arguments: --steps 3"),
+        (
+            ["--model", "digits-mlp,mnist"],
+            "--model must be one or more of digits-mlp, digits-cnn, tiny-transformer; got 'mnist'",
+        ),
+        (["--policy", "fp64"], "--policy must be one or more of fp32, amp, bf16, fp8; got 'fp64'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2_before_any_work(monkeypatch, capsys, tmp_path, argv, message):
@@ -380,10 +496,20 @@ def test_an_output_folder_is_refused_before_any_work(monkeypatch, capsys, tmp_pa
 
 
 @pytest.mark.parametrize(("kwargs", "error"), [({"device": "tpu"}, ValueError), ({"device": 0}, ValueError),
-                                               ({"quick": "yes"}, TypeError)])  # fmt: skip
-def test_the_api_refuses_bad_arguments(kwargs, error):
+                                               ({"quick": "yes"}, TypeError), ({"models": ["mnist"]}, ValueError),
+                                               ({"models": []}, ValueError),
+                                               ({"policies": ("fp16",)}, ValueError)])  # fmt: skip
+def test_the_api_refuses_bad_arguments(monkeypatch, kwargs, error):
+    monkeypatch.setattr(bench_module, "measure_matmuls", lambda *a: pytest.fail("measured despite bad input"))
     with pytest.raises(error, match=next(iter(kwargs))):
         bench_module.bench(**kwargs)
+
+
+def test_models_and_policies_choose_the_steps_in_order_without_repeats():
+    assert bench_module.selection(None, None) == (tuple(bench_module.bundled.MODELS), tuple(POLICIES))
+    assert bench_module.selection("digits-cnn", ["bf16", "fp32", "bf16"]) == (("digits-cnn",), ("bf16", "fp32"))
+    with pytest.raises(ValueError, match="policies must be one or more of fp32, amp, bf16, fp8; got 'AMP'"):
+        bench_module.selection(None, ["AMP"])
 
 
 # ---- the figure --------------------------------------------------------------------------------------------
@@ -412,3 +538,38 @@ def test_the_figure_takes_the_report_object_too_and_refuses_anything_else():
     empty = hand_report().to_dict() | {"steps": []}
     with pytest.raises(ValueError, match="no measured training steps"):
         bench_figure(empty)
+
+
+def test_each_precision_has_one_colour_in_every_panel():
+    _, (time_panel, memory_panel, matmul_panel) = bench_figure(hand_report())
+    colours = {}
+    for panel in (time_panel, memory_panel, matmul_panel):
+        for container in panel.containers:
+            colours.setdefault(container.get_label(), set()).add(container[0].get_facecolor()[:3])
+    assert colours["fp32"] == {(0.0, 0x72 / 255, 0xB2 / 255)}  # the fp32 policy's blue, in all three panels
+    assert len(colours["fp16"] | colours["amp"]) == 1  # amp computes in fp16: one green
+
+
+def test_labels_and_legends_leave_every_bar_label_inside_its_panel_and_uncovered():
+    """A tall bar (133 ms, 33× fp32's) on the log axis: its label ends below the top, and each legend lies
+    below its panel."""
+    report = hand_report()
+    report.steps[2] = StepRow("m", "bf16", "bf16", 0.133, 0.133, 1250)
+    figure, panels = bench_figure(report)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # the layout settles on a draw
+    renderer = canvas.get_renderer()
+    for panel in panels:
+        box = panel.get_window_extent(renderer)
+        labels = [text for text in panel.texts if text.get_text()]
+        assert labels and all(text.get_window_extent(renderer).y1 <= box.y1 for text in labels)
+        assert panel.get_legend().get_window_extent(renderer).y1 <= box.y0
+    assert "133 ms" in [text.get_text() for text in panels[0].texts]
+
+
+def test_bars_whose_timings_spread_are_hatched_and_the_legend_says_why():
+    _, (time_panel, memory_panel, _) = bench_figure(spread_report())
+    hatched = {(c.get_label(), i) for c in time_panel.containers for i, bar in enumerate(c) if bar.get_hatch()}
+    assert hatched == {("amp", 0)}  # model m's amp; model n's and every memory bar are plain
+    assert not any(bar.get_hatch() for c in memory_panel.containers for bar in c)
+    assert "unreliable: median over 1.5× the fastest" in [t.get_text() for t in time_panel.get_legend().get_texts()]

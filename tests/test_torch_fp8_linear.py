@@ -49,12 +49,16 @@ def test_forward_and_backward_are_products_of_the_dequantized_operands(n, k, m):
     assert x.grad.dtype == w.grad.dtype == torch.float32
 
 
-def test_a_batch_of_sequences_is_flattened_and_the_bias_added():
+def test_a_batch_of_sequences_is_flattened_and_the_fp32_bias_added_in_bf16():
+    """As autocast's linear: an fp32 bias does not promote the bf16 output to fp32."""
     x = torch.randn(4, 12, 32)
-    w, b = torch.randn(16, 32), torch.randn(16)
+    w, b = torch.randn(16, 32), torch.randn(16, requires_grad=True)
     out = fp8_linear(x, w, b)
-    assert out.shape == (4, 12, 16)
-    torch.testing.assert_close(out - b, fp8_linear(x.reshape(48, 32), w).reshape(4, 12, 16).float())
+    assert out.shape == (4, 12, 16) and out.dtype == torch.bfloat16
+    product = fp8_linear(x.reshape(48, 32), w).reshape(4, 12, 16)
+    assert torch.equal(out, product + b.detach().to(torch.bfloat16))  # one bf16 rounding of the bf16 sum
+    out.float().sum().backward()
+    assert b.grad.dtype == torch.float32 and torch.equal(b.grad, torch.full((16,), 48.0))
 
 
 def test_an_all_zero_tensor_gives_zeros_not_nan():

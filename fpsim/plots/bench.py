@@ -11,14 +11,18 @@ from collections.abc import Mapping
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
+from fpsim._bench_text import SCHEMA, SPREAD_LIMIT, busy, mebibytes, milliseconds, unreliable
 from fpsim.plots.layout import panel_grid
 from fpsim.plots.style import policy_style, style
 
-SCHEMA = "fpsim.bench/1"
 CLAIM = {"facecolor": "#BBBBBB", "alpha": 0.5, "hatch": "//", "edgecolor": "black", "linewidth": 0}  # behind the bars
 BAR_WIDTH = 0.8  # of one model's slot, shared by its policies
+DOUBTED = {"hatch": "xx", "alpha": 0.45}  # a bar whose timings spread too far to judge
+DOUBTED_LABEL = f"unreliable: median over {SPREAD_LIMIT:g}× the fastest"
+LABEL_ROOM = 0.25  # the part of a log axis above its tallest bar, for the bar labels
 
 
 def bench_figure(report: object, ax: object = None):
@@ -29,36 +33,42 @@ def bench_figure(report: object, ax: object = None):
     steps = [row for row in record["steps"] if row["seconds"] is not None]
     if not steps:
         raise ValueError("report has no measured training steps to draw")
-    figure, grid = panel_grid(ax, 1, 3, (15.0, 4.8))
+    figure, grid = panel_grid(ax, 1, 3, (15.0, 5.2))
     panels = grid[0]
-    _relative_bars(panels[0], steps, "seconds", _ms)
+    _relative_bars(panels[0], steps, "seconds", lambda value: f"{milliseconds(value)} ms")
     panels[0].axhspan(1 / 3, 1 / 2, **CLAIM, zorder=0, label="claimed: 2–3× faster")
-    panels[0].set(ylabel="time per step ÷ fp32's (log scale; lower is faster)", title="One training step: time")
-    _relative_bars(panels[1], steps, "peak_bytes", _mib)
+    panels[0].set(ylabel="fastest time per step ÷ fp32's (log scale; lower is faster)", title="One training step: time")
+    _relative_bars(panels[1], steps, "peak_bytes", lambda value: f"{mebibytes(value)} MiB")
     panels[1].axhline(0.5, color="black", linestyle="--", linewidth=1.5, label="claimed: 50% less memory")
     panels[1].set(ylabel="peak memory ÷ fp32's", title="One training step: peak memory")
     for panel in panels[:2]:
         panel.axhline(1, color="black", linewidth=0.8)
-        panel.legend(loc="upper left", fontsize=8, ncols=4)  # one row above the bars and their labels
+        handles = panel.get_legend_handles_labels()[0]
+        if panel is panels[0] and any(_doubted(row) for row in steps):
+            handles.append(Patch(facecolor="white", edgecolor="black", **DOUBTED, label=DOUBTED_LABEL))
+        panel.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=8, ncols=3)  # below
     times = [bar.get_height() for container in panels[0].containers for bar in container]
     panels[0].set_yscale("log")  # a ratio: 2× faster and 2× slower lie equally far from 1
     panels[0].yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}×"))
-    panels[0].set_ylim(min(0.2, min(times) / 2), 6 * max(1.0, *times))  # room above for the labels and legend
+    bottom = min(0.2, min(times) / 2)
+    panels[0].set_ylim(bottom, log_top(bottom, max(1.0, *times)))
     memory = [bar.get_height() for container in panels[1].containers for bar in container]
-    panels[1].set_ylim(0, 1.5 * max(1.0, *memory))
+    panels[1].set_ylim(0, max(1.0, *memory) / (1 - LABEL_ROOM))
     _matmul_bars(panels[2], record["matmul"])
     if ax is None:
         env = record["environment"]
         quick = ", quick" if record["quick"] else ""
-        busy = env.get("load_average") is not None and env.get("cpus") and env["load_average"] > env["cpus"]
-        warning = (
-            f"\nthe machine was busy (load {env['load_average']:g} on {env['cpus']} CPUs): times unreliable"
-            if busy
-            else ""
-        )
+        reason = busy(env)
+        warning = f"\n{reason}: times unreliable" if reason else ""
         figure.suptitle(f"fpsim bench on {env['name']} ({env['device']}), torch {env['torch']}{quick}{warning}",
                         fontsize=12)  # fmt: skip
     return figure, panels
+
+
+def log_top(bottom: float, highest: float) -> float:
+    """The top of a log axis from `bottom` that leaves LABEL_ROOM of its height above `highest`: in decades,
+    log(top) − log(highest) = LABEL_ROOM · (log(top) − log(bottom))."""
+    return 10 ** ((np.log10(highest) - LABEL_ROOM * np.log10(bottom)) / (1 - LABEL_ROOM))
 
 
 def _record(report: object) -> Mapping:
@@ -70,18 +80,33 @@ def _record(report: object) -> Mapping:
 
 
 def _relative_bars(ax: Axes, steps: list[dict], key: str, label) -> None:
-    """Bars of each model's `key` under each policy divided by its fp32 value, labelled with the measured value."""
+    """Bars of each model's `key` under each policy divided by its fp32 value, labelled with the measured value;
+    for times, a bar whose timings spread too far (its own or fp32's) is hatched and pale."""
     models = list(dict.fromkeys(row["model"] for row in steps))
     policies = list(dict.fromkeys(row["policy"] for row in steps))
-    fp32 = {row["model"]: row[key] for row in steps if row["policy"] == "fp32"}
+    fp32 = {row["model"]: row for row in steps if row["policy"] == "fp32"}
     width = BAR_WIDTH / len(policies)
     for i, policy in enumerate(policies):
         rows = [row for row in steps if row["policy"] == policy and row["model"] in fp32]
         x = np.array([models.index(row["model"]) for row in rows]) + (i - (len(policies) - 1) / 2) * width
-        ratios = [row[key] / fp32[row["model"]] for row in rows]
+        ratios = [row[key] / fp32[row["model"]][key] for row in rows]
         bars = ax.bar(x, ratios, width, color=policy_style(policy)["color"], label=policy)
+        for bar, row in zip(bars, rows):
+            if key == "seconds" and (_doubted(row) or _doubted(fp32[row["model"]])):
+                bar.set(**DOUBTED)
         ax.bar_label(bars, [label(row[key]) for row in rows], fontsize=7, rotation=90, padding=2)
     ax.set_xticks(range(len(models)), models)
+
+
+def _doubted(row: Mapping) -> bool:
+    return unreliable(row["seconds"], row["median_seconds"]) is not None
+
+
+def dtype_color(dtype: str) -> str:
+    """A matmul dtype's colour: the colour of the policy that computes in it (fp32, amp's fp16, bf16, fp8), so a
+    precision looks the same in every panel; tf32, no policy's, keeps its format colour."""
+    policy = {"fp32": "fp32", "fp16": "amp", "bf16": "bf16", "fp8_e4m3": "fp8"}.get(dtype)
+    return policy_style(policy)["color"] if policy else style(dtype)["color"]
 
 
 def _matmul_bars(ax: Axes, rows: list[dict]) -> None:
@@ -93,20 +118,16 @@ def _matmul_bars(ax: Axes, rows: list[dict]) -> None:
     for i, dtype in enumerate(dtypes):
         chosen = [row for row in measured if row["dtype"] == dtype]
         x = np.array([sizes.index(row["n"]) for row in chosen]) + (i - (len(dtypes) - 1) / 2) * width
-        bars = ax.bar(x, [row["tflops"] for row in chosen], width, color=style(dtype)["color"], label=dtype)
+        bars = ax.bar(x, [row["tflops"] for row in chosen], width, color=dtype_color(dtype), label=dtype)
+        for bar, row in zip(bars, chosen):
+            if _doubted(row):
+                bar.set(**DOUBTED)
         ax.bar_label(bars, [f"{row['tflops']:.3g}" for row in chosen], fontsize=7, rotation=90, padding=2)
     missing = [row["dtype"] for row in rows if row["tflops"] is None]
     ax.set_yscale("log")
-    ax.set_ylim(top=ax.get_ylim()[1] * 10)  # a decade above for the labels and the legend
+    low = min(row["tflops"] for row in measured)
+    ax.set_ylim(low / 3, log_top(low / 3, max(row["tflops"] for row in measured)))
     ax.set_xticks(range(len(sizes)), [f"n = {n}" for n in sizes])
     note = f"\nnot on this device: {', '.join(missing)}" if missing else ""
-    ax.set(ylabel="TFLOP/s (log scale)", title=f"Matmul throughput, n×n by n×n{note}")
-    ax.legend(loc="upper left", fontsize=8, ncols=len(dtypes))
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.3g} ms"
-
-
-def _mib(count: int) -> str:
-    return f"{count / 2**20:.3g} MiB"
+    ax.set(ylabel="TFLOP/s at the fastest repeat (log scale)", title=f"Matmul throughput, n×n by n×n{note}")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=8, ncols=len(dtypes))

@@ -60,9 +60,9 @@ class _Fp8Matmul(torch.autograd.Function):
 
 
 def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """functional.linear through FP8 GEMMs: x (..., K), weight (M, K), bias (M,)."""
+    """functional.linear through FP8 GEMMs: x (..., K), weight (M, K), bias (M,); bf16 out, as autocast's linear."""
     out = _Fp8Matmul.apply(x.reshape(-1, x.shape[-1]), weight).reshape(*x.shape[:-1], weight.shape[0])
-    return out if bias is None else out + bias
+    return out if bias is None else out + bias.to(out.dtype)  # an fp32 bias would promote the sum to fp32
 
 
 class Fp8Linears(TorchFunctionMode):
