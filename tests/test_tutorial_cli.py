@@ -16,7 +16,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from fpsim import tutorials
 from fpsim.cli import main
@@ -56,16 +55,29 @@ def test_list_shows_each_tutorial_with_its_goal_and_time(capsys, fixtures, argv)
     assert " 2. A failing check (about 2 min)\n    Show how a failed assert stops a tutorial." in out
 
 
-def test_list_names_every_real_tutorial(capsys):
-    """Titles and times read from the files by a regex of this test's own, not by fpsim's parser."""
+TORCH_IMPORT = re.compile(r"^(import|from) (fpsim\.)?torch\b|^from fpsim import .*\btorch\b", re.MULTILINE)
+
+
+def test_list_names_every_real_tutorial_and_marks_those_that_need_torch(capsys):
+    """Titles, times and torch imports read from the files by regexes of this test's own, not by fpsim's parser."""
     code, out, _ = run(capsys, "tutorial", "list")
     files = sorted((REPO / "tutorials").glob("[0-9][0-9]_*.py"))
     assert code == 0 and files
+    marked = 0
     for path in files:
         text = path.read_text(encoding="utf-8")
         number, title = re.search(r"^# # (\d+)\. (.+)$", text, re.MULTILINE).groups()
         minutes = re.search(r"^# \*Time:\* about (\d+) minutes", text, re.MULTILINE)[1]
-        assert f"{int(number):>2}. {title} (about {minutes} min)" in out, path.name
+        needs = " [needs torch]" if TORCH_IMPORT.search(text) else ""
+        marked += bool(needs)
+        assert f"\n{int(number):>2}. {title} (about {minutes} min){needs}\n" in f"\n{out}", path.name
+    assert 0 < marked < len(files)  # both kinds are there: the marker tells them apart
+    assert "Tutorials marked [needs torch] import torch: pip install 'fpsim[torch]' first." in out
+
+
+def test_no_marker_and_no_hint_without_torch_imports(capsys, fixtures):
+    _, out, _ = run(capsys, "tutorial", "list")
+    assert "needs torch" not in out
 
 
 def test_the_checkout_tutorials_are_found_without_any_setting(monkeypatch):
@@ -98,6 +110,43 @@ def test_no_pause_runs_every_cell_once_and_saves_figures(capsys, fixtures, tmp_p
     assert all(path.read_bytes()[:8] == PNG for path in (saved, *unsaved))
     assert sorted(p.name for p in figs.iterdir()) == ["01-cell6.png", "01-cell7.png", "line.png"]
     assert "FPSIM_TUTORIAL_OUT" not in os.environ  # restored after the run
+
+
+@pytest.mark.parametrize(("number", "figure"), [(1, "01_bits_of_0.1.png"), (4, "04_swamping.png")])
+def test_a_real_tutorial_runs_through_the_stepper_and_saves_its_figure(capsys, tmp_path, monkeypatch, number, figure):
+    """Two of the real (and fastest) tutorials, in this process, through `fpsim tutorial N --no-pause`."""
+    monkeypatch.delenv(tutorials.FOLDER_VARIABLE, raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "tutorial", str(number), "--no-pause", "--out", str(tmp_path / "figs"))
+    assert code == 0 and f"End of tutorial {number}: every cell ran and every check passed" in out
+    saved = tmp_path / "figs" / figure
+    assert f"figure saved: {saved}" in out and saved.read_bytes()[:8] == PNG
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figs"]  # nothing written beside it
+
+
+def test_piped_markdown_keeps_its_marks(capsys, fixtures, tmp_path):
+    """Without colour a rendered heading would look like a paragraph: the markdown is shown as written."""
+    _, out, _ = run(capsys, "tutorial", "1", "--no-pause", "--out", str(tmp_path))
+    assert "\n## Counting\n" in out and "The next cell adds **one** to `counter`." in out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_a_terminal_renders_markdown_unless_no_color(fixtures, tmp_path, monkeypatch, no_color):
+    monkeypatch.setenv("TERM", "xterm-256color")
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", "1")
+    else:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    screen = _Terminal()
+    assert tutorials.step_through(tutorials.get(1), tmp_path, pause=False, file=screen)
+    out = screen.getvalue()
+    assert ("## Counting" in out) == no_color and ("**one**" in out) == no_color
+    assert "\x1b[" in out  # a terminal gets styles (bold, dim) either way; NO_COLOR only drops colour
 
 
 def test_without_a_terminal_on_stdin_it_never_waits_for_a_key(tmp_path):
@@ -222,6 +271,8 @@ def test_notebook_is_valid_nbformat_4_with_the_tutorials_cells(capsys, fixtures,
 
 def test_an_exported_notebook_runs_in_jupyter_with_inline_figures(capsys, fixtures, tmp_path, monkeypatch):
     """Executed by a real ipykernel through nbclient (a few seconds: the kernel's start)."""
+    from nbclient import NotebookClient  # the notebook extras: imported by the test that needs them
+
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core's own deprecation notice otherwise
     monkeypatch.setenv("FPSIM_TUTORIAL_OUT", str(tmp_path / "figs"))
     monkeypatch.delenv("MPLBACKEND", raising=False)
@@ -241,16 +292,30 @@ def test_notebook_to_a_named_file_and_refusals(capsys, fixtures, tmp_path):
     code, _, _ = run(capsys, "tutorial", "2", "--notebook", str(tmp_path / "mine.ipynb"))
     assert code == 0
     nbformat.validate(nbformat.read(tmp_path / "mine.ipynb", as_version=4))
-    (tmp_path / "file.txt").write_text("keep")
-    code, _, err = run(capsys, "tutorial", "2", "--notebook", str(tmp_path / "file.txt"))
+    (tmp_path / "file").write_text("keep")
+    code, _, err = run(capsys, "tutorial", "2", "--notebook", str(tmp_path / "file"))
     assert code == 2 and "is a file: name a folder, or a path ending in .ipynb" in err
-    assert (tmp_path / "file.txt").read_text() == "keep"
+    assert (tmp_path / "file").read_text() == "keep"
+
+
+@pytest.mark.parametrize("name", ["x.txt", "notes.md"])
+def test_notebook_with_another_suffix_is_refused_and_nothing_is_created(capsys, fixtures, tmp_path, name):
+    code, out, err = run(capsys, "tutorial", "1", "--notebook", str(tmp_path / name))
+    assert code == 2 and not out and err.count("\n") == 1
+    assert f"--notebook {str(tmp_path / name)!r}: a notebook file must end in .ipynb" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_notebook_into_an_existing_folder_with_a_dot_in_its_name(capsys, fixtures, tmp_path):
+    (tmp_path / "v1.2").mkdir()
+    code, _, _ = run(capsys, "tutorial", "1", "--notebook", str(tmp_path / "v1.2"))
+    assert code == 0 and (tmp_path / "v1.2" / "01_counting.ipynb").is_file()
 
 
 def test_notebook_without_nbformat_names_the_extra(capsys, fixtures, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "nbformat", None)  # import nbformat now raises ImportError
-    code, out, err = run(capsys, "tutorial", "1", "--notebook", str(tmp_path))
-    assert code == 2 and not out and not list(tmp_path.iterdir())
+    code, out, err = run(capsys, "tutorial", "1", "--notebook", str(tmp_path / "new" / "folder"))
+    assert code == 2 and not out and not list(tmp_path.iterdir())  # checked before the folder is made
     assert (
         err
         == "fpsim: error: writing a notebook needs nbformat: pip install 'fpsim[notebook]' (or pip install nbformat)\n"
@@ -274,6 +339,7 @@ def test_notebook_without_nbformat_names_the_extra(capsys, fixtures, tmp_path, m
         ),
         (("1", "--step", "--no-pause"), "argument --no-pause: not allowed with argument --step"),
         (("1", "--out", ""), "--out must name a folder for the figures; got an empty path"),
+        (("1", "--notebook", ""), "--notebook must name a folder or a path ending in .ipynb; got an empty path"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, fixtures, argv, message):
@@ -338,4 +404,4 @@ def test_a_built_wheel_holds_every_tutorial_and_lists_them_when_installed(tmp_pa
     ).stdout
     assert shown.splitlines()[0] == str(tmp_path / "site" / "fpsim" / "_tutorials")
     for name in expected:
-        assert re.search(rf"^ *{int(name[:2])}\. .+ \(about \d+ min\)$", shown, re.MULTILINE), name
+        assert re.search(rf"^ *{int(name[:2])}\. .+ \(about \d+ min\)( \[needs torch\])?$", shown, re.MULTILINE), name

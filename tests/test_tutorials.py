@@ -1,6 +1,9 @@
 """Every tutorial in tutorials/ runs end to end as a script (Agg, no network, 60 s) with its asserts passing, and
 keeps the file contract of the tutorial runner (header, title, goal, time, checks, exercises, recap).
 
+No network: a sitecustomize.py on PYTHONPATH refuses every socket connection in the tutorial's process and in
+every Python process it starts (tutorial 1 runs the fpsim CLI in a subprocess), since they inherit PYTHONPATH.
+
 The contract is read here with this test's own regular expressions, not with fpsim.tutorials' parser. Each
 tutorial also runs as an exported notebook in a real Jupyter kernel, with its figures inline: a slower test,
 marked `notebook`, that CI runs (`python -m pytest -m notebook`).
@@ -13,9 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from fpsim import tutorials
 
@@ -31,17 +32,38 @@ HEADER = """# ---
 """
 CPU_LIMIT_S = 60  # the issue's limit per tutorial on a 2-core CPU, as the run's CPU time (below)
 HANG_S = 300  # a tutorial still running after this long (even on a machine shared by other jobs) hangs
-# A script run as __main__ with every socket refused: a tutorial that reaches for the network fails loudly
-_OFFLINE = """
-import runpy, socket, sys
+OFFLINE_MESSAGE = "the tutorial tests run without a network"
+# Imported at the start of every Python process whose PYTHONPATH holds its folder: a connection attempt fails loudly
+_SITECUSTOMIZE = f"""
+import socket
 
 def _refuse(*args, **kwargs):
-    raise OSError("the tutorial tests run without a network")
+    raise OSError({OFFLINE_MESSAGE!r})
 
 socket.socket.connect = socket.socket.connect_ex = _refuse
-sys.argv = [sys.argv[1]]
-runpy.run_path(sys.argv[0], run_name="__main__")
 """
+
+
+@pytest.fixture
+def offline_env(tmp_path):
+    """os.environ plus a PYTHONPATH whose sitecustomize refuses sockets, for a process and all its children."""
+    site = tmp_path / "offline_site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "MPLBACKEND": "Agg"}
+    env.pop("FPSIM_TUTORIALS_DIR", None)
+    return env
+
+
+def test_the_network_block_reaches_the_grandchildren(offline_env, tmp_path):
+    """A process started by the tutorial's process cannot connect either (the block is not only in the parent)."""
+    grandchild = "import socket; socket.create_connection(('127.0.0.1', 9), timeout=1)"
+    child = f"import subprocess, sys; sys.exit(subprocess.run([sys.executable, '-c', {grandchild!r}]).returncode)"
+    done = subprocess.run(
+        [sys.executable, "-c", child], env=offline_env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and OFFLINE_MESSAGE in done.stderr, done.stderr
 
 
 def test_the_ten_tutorials_are_there():
@@ -50,19 +72,18 @@ def test_the_ten_tutorials_are_there():
 
 
 @pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
-def test_tutorial_runs_as_a_script_with_its_asserts_passing(path, tmp_path):
+def test_tutorial_runs_as_a_script_with_its_asserts_passing(path, tmp_path, offline_env):
     """The time limit is checked on the run's CPU time (user + system, from the kernel's accounting of the child):
     on an idle machine that is its wall time, and unlike wall time it does not grow when other jobs share the
     cores (no wall-clock asserts)."""
     out = tmp_path / "figures"
-    env = {**os.environ, "MPLBACKEND": "Agg", "FPSIM_TUTORIAL_OUT": str(out)}
-    env.pop("FPSIM_TUTORIALS_DIR", None)
+    env = {**offline_env, "FPSIM_TUTORIAL_OUT": str(out)}
     work = tmp_path / "cwd"
     work.mkdir()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _OFFLINE, str(path)],
+            [sys.executable, str(path)],  # as __main__, as `python tutorials/NN_slug.py` runs it
             cwd=work,
             env=env,
             capture_output=True,
@@ -108,6 +129,9 @@ def test_tutorial_keeps_the_file_contract(path):
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
 def test_tutorial_runs_as_a_notebook_with_its_figures_inline(path, tmp_path, monkeypatch):
+    import nbformat  # the notebook extras: only this test needs them, the script tests collect without them
+    from nbclient import NotebookClient
+
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core's own deprecation notice otherwise
     monkeypatch.setenv("FPSIM_TUTORIAL_OUT", str(tmp_path / "figures"))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own inline backend

@@ -74,12 +74,18 @@ def _out_folder(text: str) -> Path:
     return out
 
 
+NEEDS_TORCH = "[needs torch]"
+
+
 def _list(found: list) -> None:
-    """One block per tutorial: number, title and time, then its goal indented under the title."""
+    """One block per tutorial: number, title, time and [needs torch] where its code imports torch, then its goal
+    indented under the title."""
     width = _terminal.console().width
     lines = []
     for tutorial in found:
-        lines.append(Text(f"{tutorial.number:>2}. {tutorial.title} (about {tutorial.minutes} min)", style="bold"))
+        marker = f" {NEEDS_TORCH}" if tutorial.needs_torch else ""
+        heading = f"{tutorial.number:>2}. {tutorial.title} (about {tutorial.minutes} min){marker}"
+        lines.append(Text(heading, style="bold"))
         goal = tutorial.goal[:1].upper() + tutorial.goal[1:]
         lines.extend(
             Text(line)
@@ -87,8 +93,10 @@ def _list(found: list) -> None:
                 goal, width - 4, initial_indent=" " * 4, subsequent_indent=" " * 4, break_on_hyphens=False
             )
         )
-    hint = "`fpsim tutorial N` steps through tutorial N; `fpsim tutorial N --notebook` writes it for Jupyter."
-    show(*lines, Text(""), Text(hint))
+    hints = ["`fpsim tutorial N` steps through tutorial N; `fpsim tutorial N --notebook` writes it for Jupyter."]
+    if any(tutorial.needs_torch for tutorial in found):
+        hints.append(f"Tutorials marked {NEEDS_TORCH} import torch: pip install 'fpsim[torch]' first.")
+    show(*lines, Text(""), *map(Text, hints))
     print()
 
 
@@ -116,7 +124,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         nargs="?",
         const=".",
         metavar="DIR",
-        help="write the tutorial as a Jupyter notebook NN_name.ipynb into DIR (default: here; created if needed), "
-        "or to DIR itself when it ends in .ipynb",
+        help="write the tutorial as a Jupyter notebook NN_name.ipynb into DIR (default: here; an existing folder, or "
+        "a name without a suffix, created if needed), or to DIR itself when it ends in .ipynb",
     )
     command.set_defaults(run=cmd_tutorial)

@@ -53,19 +53,31 @@ def _solution_metadata() -> dict:
     return {"jupyter": {"source_hidden": True}, "tags": ["solution"]}
 
 
-def notebook_path(tutorial: Tutorial, where: str | os.PathLike) -> Path:
-    """Where the notebook goes: `where` itself when it ends in .ipynb, else NN_slug.ipynb inside the folder."""
+def notebook_path(tutorial: Tutorial, where: str | os.PathLike, *, argument: str = "where") -> Path:
+    """Where the notebook goes: `where` itself when it ends in .ipynb; NN_slug.ipynb inside `where` when that is an
+    existing folder or a name without a suffix (a folder to create). Anything else (empty, or another suffix such
+    as x.txt, which would be neither) is a ValueError naming `argument`."""
+    if not str(where).strip():
+        raise ValueError(f"{argument} must name a folder or a path ending in .ipynb; got an empty path")
     where = Path(where)
-    return where if where.suffix.lower() == ".ipynb" else where / f"{tutorial.path.stem}.ipynb"
+    if where.suffix.lower() == ".ipynb":
+        return where
+    if where.suffix and not where.is_dir():
+        raise ValueError(
+            f"{argument} {str(where)!r}: a notebook file must end in .ipynb; name a path ending in .ipynb, or a "
+            "folder (an existing one, or a name without a suffix)"
+        )
+    return where / f"{tutorial.path.stem}.ipynb"
 
 
 def write_notebook(tutorial: Tutorial, where: str | os.PathLike, *, argument: str = "where") -> Path:
-    """Write the tutorial's notebook to `where` (a folder, or a path ending in .ipynb), atomically; the path."""
-    path = notebook_path(tutorial, where)
+    """Write the tutorial's notebook to `where` (see notebook_path), atomically; the path. nbformat and the path
+    are checked before anything is created."""
+    nbformat = _nbformat()
+    path = notebook_path(tutorial, where, argument=argument)
     if path != Path(where):  # a folder: made if missing
         _make_folder(Path(where), argument)
     check_output_path(path, suffixes=(".ipynb",), argument=argument)
-    nbformat = _nbformat()
     book = notebook(tutorial)
     return atomic_write(path, lambda file: nbformat.write(book, file), suffixes=(".ipynb",), argument=argument)
 

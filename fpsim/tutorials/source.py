@@ -7,6 +7,7 @@ file line its source starts on, so tracebacks and listings point into the file.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import os
 import re
@@ -58,6 +59,28 @@ class Tutorial:
     minutes: int
     path: Path
     cells: tuple[Cell, ...]
+
+    @property
+    def needs_torch(self) -> bool:
+        """Whether a code cell imports torch (or fpsim.torch, which needs it): the tutorial cannot run without it."""
+        return any(_imports_torch(cell.source) for cell in self.cells if cell.kind == "code")
+
+
+def _imports_torch(source: str) -> bool:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # a broken cell imports nothing; running it shows the error where it is
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        if any(name == "torch" or name.startswith(("torch.", "fpsim.torch")) for name in names):
+            return True
+    return False
 
 
 def folder() -> Path:

@@ -116,7 +116,7 @@ def _show_cell(screen: Console, cell: Cell, position: int, count: int) -> None:
     screen.print()
     screen.print(Rule(f"cell {position + 1}/{count} · {label} · line {cell.line}", align="left", style="dim"))
     if cell.kind == "markdown":
-        _print(screen, Markdown(cell.source))
+        _print(screen, Markdown(cell.source) if _styled(screen) else Text(cell.source))
     else:
         _print(
             screen,
@@ -129,6 +129,12 @@ def _show_cell(screen: Console, cell: Cell, position: int, count: int) -> None:
                 background_color="default",
             ),
         )
+
+
+def _styled(screen: Console) -> bool:
+    """Whether the screen shows styles. Without them (piped, NO_COLOR) rendered markdown would lose what marks a
+    heading or `code`, so the markdown is shown as written: `#` headings, backticks and asterisks stay visible."""
+    return screen.color_system is not None and not screen.no_color
 
 
 def _print(screen: Console, renderable: RenderableType) -> None:
