@@ -7,11 +7,13 @@ Sources and the choices made here:
 - OCP Microscaling Formats (MX) v1.0 spec, §6.3: X = 2^(floor(log2(max|V_i|)) − emax_elem), the elements
   P_i = V_i / X rounded to nearest even with normal numbers clamped (saturating) to ±max of the element format.
   E8M0 holds 2^-127 … 2^127 (code 0xFF is NaN), and a NaN scale makes every value of its block NaN.
+  * `saturated` counts IEEE 754 §7.4 overflows: elements whose rounding, as if the exponent range were unbounded,
+    exceeds ±max (then clamped). An element just past max that rounds to max (449 in e4m3) is not saturated.
   * The exponent is clamped to [-127, 127]: an all-zero block (log2 0 = −inf) gets 2^-127, E8M0's smallest, as
     torchao (`to_mx`) and microxcaling (`_shared_exponents`) also give; a block past 2^(127+emax) keeps 2^127 and
     its elements saturate (microxcaling returns NaN there; no float32 input reaches it).
-  * A block holding NaN or ±inf gets a NaN scale and NaN values (torchao maps a non-finite amax to 0xFF too);
-    `on_nan="raise"` refuses such input instead.
+  * A block holding NaN or ±inf gets a NaN scale and so NaN values: fpsim's choice for such input, the one torchao
+    makes (`to_mx` maps a non-finite amax to 0xFF); `on_nan="raise"` refuses such input instead.
 - torchao's ScaleCalculationMode (torchao/prototype/mx_formats/mx_tensor.py, `to_mx`), with m = amax / 2^floor(log2
   amax) in [1, 2) and emax, max, nmant those of the element format:
   * "floor": floor(log2 amax) − emax (the OCP rule);
@@ -27,11 +29,14 @@ Sources and the choices made here:
   two. Here the quotients are exact rationals rounded once (torchao rounds amax/6 to float32 first).
 Exactness: a float64 quotient x / D rounded once to a p-bit format equals the rounding of the exact quotient whenever
 every midpoint times D is a float64 (so x cannot lie strictly between); D = s_t·S_b has at most 28 bits, hence the
-limit of 24 bits of precision for elements under an e4m3 scale. Power-of-two scales divide exactly.
+limit of 24 bits of precision for elements under an e4m3 scale. Power-of-two scales divide exactly. A quotient below
+2^-1022 may be rounded or lost to 0, but elements' quanta are at least 2^-1020, so only its sign and that it is
+nonzero matter: a lost one is replaced by ±2^-1074 (as fpsim.rounding does for tiny scaled values).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Iterator
@@ -57,12 +62,13 @@ SCALE_MODES = {
     "even": "floor(log2 of amax rounded to the element's mantissa bits) − emax (torchao's EVEN)",
 }
 NAN_BLOCK_POLICIES = {
-    "propagate": "a block with NaN or ±inf gets a NaN scale and NaN values (OCP MX)",
+    "propagate": "a block with NaN or ±inf gets a NaN scale and NaN values (as torchao does)",
     "raise": "NaN or ±inf input raises ValueError",
 }
 E8M0_EMIN, E8M0_EMAX = -127, 127
 E4M3_SCALE_MIN = FP8_E4M3.smallest_normal  # 2^-6: torchao clamps block scales here before the e4m3 cast
 _MAX_ELEMENT_PRECISION_UNDER_E4M3 = 24  # keeps x / (s_t·S_b) rounded once exact (module docstring)
+_MIN_ELEMENT_QUANTUM_EXPONENT = -1020  # a scaled element that float64 rounds (below 2^-1022) stays below half a quantum
 _SCALE_ALIASES = {
     "e8m0": "e8m0",
     "ue8m0": "e8m0",
@@ -102,6 +108,7 @@ class BlockFormat:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "element", get_format(self.element))
+        unbounded_element(self.element)  # refuses elements without sign or zero, or too wide for float64 arithmetic
         object.__setattr__(self, "scale", _scale_name(self.scale))
         if isinstance(self.block, bool) or not isinstance(self.block, (int, np.integer)):
             raise TypeError(f"block must be an int, got {type(self.block).__name__}")
@@ -134,6 +141,42 @@ class BlockFormat:
 
     def __str__(self) -> str:
         return self.name
+
+
+@functools.cache
+def unbounded_element(element: Format) -> Format:
+    """The element's grid with a wider exponent range: rounding into it shows the IEEE overflow (result past max).
+
+    Elements are rounded into this format and then clamped to ±max, so an element is 'saturated' exactly where its
+    rounding, as if the exponent range were unbounded, exceeds max (IEEE 754 §7.4's overflow).
+    """
+    if not (element.signed and element.has_zero):
+        raise ValueError(
+            f"block elements must be signed formats with zero (fp8, fp6, fp4, fp16, bf16, fp32 or custom signed ones); "
+            f"{element.name} is {'unsigned' if not element.signed else 'without zero'}, so a block's negative or "
+            "zero elements would have no value"
+        )
+    if element.emin - element.nmant < _MIN_ELEMENT_QUANTUM_EXPONENT:
+        raise ValueError(
+            f"block elements need a smallest subnormal of at least 2^{_MIN_ELEMENT_QUANTUM_EXPONENT} so that "
+            f"x / scale stays exact in float64; {element.name}'s is 2^{element.emin - element.nmant} (use fp32 or "
+            "narrower elements)"
+        )
+    try:
+        return Format(
+            f"{element.name}, unbounded",
+            element.nexp + 1,
+            element.nmant,
+            bias=element.bias,
+            has_inf=False,
+            nan="none",
+            subnormals=element.subnormals,
+            overflow="saturate",
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"block elements need a range within float64's; {element.name} reaches 2^{element.emax}"
+        ) from error
 
 
 BLOCK_FORMATS: dict[str, BlockFormat] = {
@@ -219,7 +262,7 @@ class BlockPlan:
         if bad_blocks and self.on_nan == "raise":
             raise ValueError(
                 f"x has NaN or ±inf in {bad_blocks} block(s); on_nan='propagate' gives such a block a NaN scale "
-                "and NaN values, as the OCP MX spec does"
+                "and NaN values, as torchao does"
             )
 
     def default_tensor_scale(self, finite_amax: float) -> float:
@@ -249,7 +292,8 @@ def normalize_axis(axis: object, ndim: int) -> int:
 # ---- results ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BlockFlags:
-    """Per block (the shape of `scales`): elements flushed to zero, elements saturated to ±max, NaN-scale blocks."""
+    """Per block (the shape of `scales`): elements flushed to zero (nonzero in, zero out), elements saturated (rounded
+    past ±max as if the exponent range were unbounded, IEEE overflow, then clamped to ±max), NaN-scale blocks."""
 
     flushed: object
     saturated: object
@@ -341,24 +385,31 @@ def _quantize_chunk(blocks: np.ndarray, plan: BlockPlan, tensor_scale: float, ro
     amax = np.abs(blocks).max(axis=1, initial=0.0)  # NaN or inf when the block holds one
     nan = ~np.isfinite(amax)
     if nan.any():  # NaN and ±inf leave the arithmetic; their blocks become NaN below
-        blocks = np.where(np.isfinite(blocks), blocks, 0.0)
+        blocks = np.where(nan[:, None], 0.0, blocks)  # whole blocks: a finite 2^900 beside a NaN would overflow
         amax[nan] = 0.0
     if plan.fmt.power_of_two:
         exponents = power_of_two_exponents(amax, element, plan.scale_mode)
         scales = divisor = np.ldexp(1.0, exponents)
         inverse = np.ldexp(1.0, -exponents)  # exact: 2^-k is a normal float64 for |k| <= 127
-        scaled, peak = blocks * inverse[:, None], amax * inverse
+        scaled, peak = blocks * inverse[:, None], amax * inverse  # exact, or below 2^-1022 (see `lost`)
     else:
         scales = e4m3_block_scales(amax, element, tensor_scale)
         divisor = scales * tensor_scale  # exact: 4 bits times 24 bits
         with np.errstate(over="ignore"):  # only under a given tensor scale far too small: ±inf saturates
             scaled, peak = blocks / divisor[:, None], amax / divisor
-    elements = rounding(scaled)[0]
-    values = elements * divisor[:, None]  # exact: element bits plus divisor bits stay within float64
-    flushed = np.count_nonzero(elements == 0, axis=1) - np.count_nonzero(blocks == 0, axis=1)  # zeros stay zeros
+    lost = (scaled == 0) & (blocks != 0)  # underflowed float64: only sign and nonzero matter so far below a quantum
+    scaled[lost] = np.copysign(2.0**-1074, blocks[lost])
+    elements = rounding(scaled)[0]  # into the unbounded grid: clamped to ±max below
     saturated = np.zeros(len(blocks), np.int64)
     beyond = np.flatnonzero(peak > element.max)  # only these blocks can hold a saturated element
-    saturated[beyond] = np.count_nonzero(np.abs(scaled[beyond]) > element.max, axis=1)
+    if beyond.size:
+        overflowed = np.abs(elements[beyond]) > element.max  # IEEE overflow: rounded past max
+        saturated[beyond] = np.count_nonzero(overflowed, axis=1)
+        elements[beyond] = np.clip(elements[beyond], -element.max, element.max)
+    if not element.has_negative_zero:
+        np.add(elements, 0.0, out=elements)  # -0 + 0 = +0: the one zero of fnuz elements
+    values = elements * divisor[:, None]  # exact: element bits plus divisor bits stay within float64
+    flushed = np.count_nonzero(elements == 0, axis=1) - np.count_nonzero(blocks == 0, axis=1)  # zeros stay zeros
     for per_block in (flushed, saturated):
         per_block[nan] = 0
     elements[nan] = np.nan
@@ -416,7 +467,7 @@ def quantize_blocks(
         t_scale = given_scale
     else:
         t_scale = plan.default_tensor_scale(_finite_amax(rows))
-    rounding = Rounding.resolve(plan.fmt.element, plan.rounding, "saturate", rng)  # one generator for all blocks
+    rounding = Rounding.resolve(unbounded_element(plan.fmt.element), plan.rounding, rng=rng)  # one generator
     parts = [_quantize_rows(part, plan, t_scale, rounding) for part in split_blocks(rows, plan.fmt.block)]
     elements, result, scales, flushed, saturated, nan = (
         _join(rows.shape[0], [part[i] for part in parts]) for i in range(6)
@@ -524,10 +575,11 @@ def _short(value: float) -> str:
     return repr(float(value))
 
 
-def _status(x: float, scaled: float, element: float, element_max: float) -> str:
+def _status(x: float, scaled: float, element: float, unbounded: float, element_max: float) -> str:
+    """What happened to one element; `unbounded` is its rounding as if the exponent range were unbounded."""
     if math.isnan(element):
         return "NaN block"
-    if abs(scaled) > element_max:
+    if abs(unbounded) > element_max:  # IEEE overflow, as the block's `saturated` flag counts it
         return "saturated"
     if x != 0 and element == 0:
         return "flushed to 0"
@@ -579,11 +631,14 @@ def explain_block(
     finite = array[np.isfinite(array)]
     amax = float(np.abs(finite).max(initial=0.0)) if finite.size == array.size else math.nan
     divisor = scale * t_scale
+    scaled = array / divisor  # exact for the statuses that need it (not far below a quantum); NaN block: NaN
+    # the same rounding as the block's, unclamped (stochastic: a second draw can differ from the element's)
+    unbounded = round_to(np.where(np.isfinite(scaled), scaled, 0.0), unbounded_element(fmt.element), rounding)
     rows = tuple(
         BlockElement(
-            i, float(x), float(x / divisor), float(e), float(v), _status(float(x), x / divisor, e, fmt.element.max)
+            i, float(x), float(q), float(e), float(v), _status(float(x), q, float(e), float(u), fmt.element.max)
         )
-        for i, (x, e, v) in enumerate(zip(array, result.elements, result.values))
+        for i, (x, q, e, v, u) in enumerate(zip(array, scaled, result.elements, result.values, unbounded))
     )
     return BlockExplanation(
         fmt, result.scale_mode, amax, scale, t_scale, _rule(fmt, result.scale_mode, amax, scale, t_scale), rows

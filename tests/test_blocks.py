@@ -29,7 +29,7 @@ SPEC = {
 }
 E8M0_MIN, E8M0_MAX = -127, 127
 MODES = ("floor", "rceil", "even")
-DIRECTED = ("nearest_even", "toward_zero", "up", "down")
+ROUNDINGS = ("nearest_even", "nearest_away", "toward_zero", "up", "down", "odd")
 
 
 def pow2(exponent: int) -> Fraction:
@@ -42,25 +42,30 @@ def floor_log2(q: Fraction) -> int:
     return e - 1 if pow2(e) > q else e
 
 
-def round_to_grid(q: Fraction, mant: int, emin: int, max_value: Fraction, mode: str = "nearest_even") -> Fraction:
-    """q rounded to a binary format with `mant` stored bits and minimum exponent emin, saturating at ±max_value."""
+def round_to_grid(
+    q: Fraction, mant: int, emin: int, max_value: Fraction | None, mode: str = "nearest_even"
+) -> Fraction:
+    """q rounded to a binary format with `mant` stored bits and minimum exponent emin, saturating at ±max_value
+    (None: the unbounded exponent range, IEEE 754's 'as if the exponent range were unbounded')."""
     if q == 0:
         return Fraction(0)
     sign = 1 if q > 0 else -1
     quantum = pow2(max(floor_log2(abs(q)), emin) - mant)
-    n = q / quantum
+    n = abs(q) / quantum  # rounded as a magnitude; 'up' and 'down' swap for negative q
     low = math.floor(n)
-    if mode == "nearest_even":
-        rest = n - low
-        k = low + 1 if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and low % 2) else low
-    elif mode == "toward_zero":
-        k = math.trunc(n)
-    elif mode == "up":
-        k = math.ceil(n)
-    else:
+    rest = n - low
+    if rest == 0:
         k = low
+    elif mode in ("nearest_even", "nearest_away"):
+        tie_up = low % 2 == 1 if mode == "nearest_even" else True
+        k = low + 1 if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and tie_up) else low
+    elif mode == "odd":
+        k = low if low % 2 else low + 1
+    else:
+        away = {"toward_zero": False, "up": sign > 0, "down": sign < 0}[mode]
+        k = low + 1 if away else low
     result = k * quantum
-    return sign * min(abs(result), max_value)
+    return sign * (result if max_value is None else min(result, max_value))
 
 
 def ref_mx_exponent(amax: Fraction, element: str, mode: str) -> int:
@@ -89,7 +94,7 @@ def ref_mx_block(block: list[float], element: str, mode: str, rounding: str = "n
     scale = pow2(ref_mx_exponent(max(map(abs, exact)), element, mode))
     elements = [round_to_grid(v / scale, mant, emin, max_value, rounding) for v in exact]
     flushed = sum(v != 0 and e == 0 for v, e in zip(exact, elements))
-    saturated = sum(abs(v / scale) > max_value for v in exact)
+    saturated = sum(abs(round_to_grid(v / scale, mant, emin, None, rounding)) > max_value for v in exact)
     return scale, elements, [e * scale for e in elements], flushed, saturated
 
 
@@ -97,12 +102,12 @@ def ref_fp32(q: Fraction) -> Fraction:
     return round_to_grid(q, 23, -126, Fraction(2**128))
 
 
-def ref_nvfp4(x: list[float], block: int, tensor_scale: Fraction | None = None):
+def ref_nvfp4(x: list[float], block: int, tensor_scale: Fraction | None = None, rounding: str = "nearest_even"):
     """NVFP4: s_t = fp32(amax / (448·6)); per block S = RNE_e4m3(clamp(amax_b / (6·s_t), 2^-6, 448))."""
     finite = [abs(Fraction(v)) for v in x if math.isfinite(v)]
     amax_t = max(finite, default=Fraction(0))
     if tensor_scale is None:
-        tensor_scale = ref_fp32(amax_t / (448 * 6)) if amax_t else Fraction(1)
+        tensor_scale = max(ref_fp32(amax_t / (448 * 6)), pow2(-149)) if amax_t else Fraction(1)  # fp32's least
     blocks = []
     for start in range(0, len(x), block):
         part = x[start : start + block]
@@ -113,9 +118,9 @@ def ref_nvfp4(x: list[float], block: int, tensor_scale: Fraction | None = None):
         ratio = min(max(max(map(abs, exact)) / (6 * tensor_scale), pow2(-6)), Fraction(448))
         scale = round_to_grid(ratio, 3, -6, Fraction(448))
         divisor = scale * tensor_scale
-        elements = [round_to_grid(v / divisor, 1, 0, Fraction(6)) for v in exact]
+        elements = [round_to_grid(v / divisor, 1, 0, Fraction(6), rounding) for v in exact]
         flushed = sum(v != 0 and e == 0 for v, e in zip(exact, elements))
-        saturated = sum(abs(v / divisor) > 6 for v in exact)
+        saturated = sum(abs(round_to_grid(v / divisor, 1, 0, None, rounding)) > 6 for v in exact)
         blocks.append((scale, elements, [e * divisor for e in elements], flushed, saturated))
     return tensor_scale, blocks
 
@@ -142,8 +147,10 @@ def wide_floats(low: int = -150, high: int = 150) -> st.SearchStrategy[float]:
     return st.one_of(scaled, st.sampled_from([0.0, -0.0, 1.0, 448.0, 6.0, 7.5, 28.0, 57344.0]))
 
 
-def with_specials(values: st.SearchStrategy[float]) -> st.SearchStrategy[float]:
-    return st.one_of(values, values, values, st.sampled_from([math.nan, math.inf, -math.inf]))
+def with_specials(values: st.SearchStrategy[float], high: int = 1000) -> st.SearchStrategy[float]:
+    """Mostly `values`, with NaN, ±inf and extremes down to float64's subnormals: x / scale then underflows float64."""
+    extremes = wide_floats(-1100, high)
+    return st.one_of(values, values, values, extremes, st.sampled_from([math.nan, math.inf, -math.inf]))
 
 
 @settings(max_examples=120)
@@ -152,7 +159,7 @@ def with_specials(values: st.SearchStrategy[float]) -> st.SearchStrategy[float]:
     element=st.sampled_from(sorted(SPEC)),
     block=st.integers(1, 40),
     mode=st.sampled_from(MODES),
-    rounding=st.sampled_from(DIRECTED),
+    rounding=st.sampled_from(ROUNDINGS),
 )
 def test_mx_matches_the_exact_reference(x, element, block, mode, rounding):
     fmt = BlockFormat(element, "e8m0", block)
@@ -164,10 +171,14 @@ def test_mx_matches_the_exact_reference(x, element, block, mode, rounding):
 
 
 @settings(max_examples=120)
-@given(x=st.lists(with_specials(wide_floats(-60, 60)), min_size=1, max_size=70), block=st.integers(1, 24))
-def test_nvfp4_recipe_matches_the_exact_reference(x, block):
-    result = quantize_blocks(np.array(x), BlockFormat("fp4_e2m1", "fp8_e4m3", block))
-    tensor_scale, blocks = ref_nvfp4(x, block)
+@given(
+    x=st.lists(with_specials(wide_floats(-60, 60), high=120), min_size=1, max_size=70),
+    block=st.integers(1, 24),
+    rounding=st.sampled_from(ROUNDINGS),
+)
+def test_nvfp4_recipe_matches_the_exact_reference(x, block, rounding):
+    result = quantize_blocks(np.array(x), BlockFormat("fp4_e2m1", "fp8_e4m3", block), rounding=rounding)
+    tensor_scale, blocks = ref_nvfp4(x, block, rounding=rounding)
     assert Fraction(result.tensor_scale) == tensor_scale
     for index, expected in enumerate(blocks):
         check_block(result, index, index * block, min((index + 1) * block, len(x)), expected)
@@ -226,13 +237,40 @@ def test_hand_worked_mx_examples(name, x, scale, elements, flushed, saturated):
 
 def test_hand_worked_nvfp4_with_a_given_tensor_scale():
     # tensor scale 1/4: amax 100 -> 100 / (6 · 0.25) = 66.67, e4m3 spacing 8 in [64, 128) -> 64; divisor 64 · 0.25 = 16.
-    # 100/16 = 6.25 > 6 saturates; 12/16 = 0.75 ties between 0.5 and 1.0 -> 1.0 (even); 1/16, -3/16, 0.3/16 < 0.25
+    # 100/16 = 6.25 rounds to 6 (the grid past 6 goes on at 8), no overflow: not saturated;
+    # 12/16 = 0.75 ties between 0.5 and 1.0 -> 1.0 (even); 1/16, -3/16, 0.3/16 < 0.25
     # flush to zero.
     result = quantize_blocks(np.array([12, 1, -3, 0.3, 100]), "nvfp4", tensor_scale=0.25)
     assert result.scales.tolist() == [64.0]
     assert result.elements.tolist() == [1.0, 0.0, -0.0, 0.0, 6.0]
     assert result.values.tolist() == [16.0, 0.0, -0.0, 0.0, 96.0]
-    assert result.flags.to_dict() == {"flushed": 3, "saturated": 1, "nan_blocks": 0}
+    assert result.flags.to_dict() == {"flushed": 3, "saturated": 0, "nan_blocks": 0}
+
+
+# Saturated means IEEE 754 §7.4's overflow: rounded as if the exponent range were unbounded, the element exceeds max.
+# e4m3's grid goes on 448, 480 (spacing 32); e2m1's goes on 6, 8.
+SATURATION_CASES = [
+    ("mxfp8_e4m3", 449.0, "nearest_even", 0),  # nearer 448
+    ("mxfp8_e4m3", 464.0, "nearest_even", 0),  # the tie goes to 448 (last bit 0)
+    ("mxfp8_e4m3", 464.0, "nearest_away", 1),  # the tie goes to 480
+    ("mxfp8_e4m3", 465.0, "nearest_even", 1),  # nearer 480
+    ("mxfp8_e4m3", 449.0, "up", 1),
+    ("mxfp8_e4m3", 479.0, "toward_zero", 0),
+    ("mxfp8_e4m3", 480.0, "toward_zero", 1),  # 480 itself lies past max
+    ("mxfp8_e4m3", 449.0, "odd", 1),  # 448 is even: odd rounding takes 480
+    ("mxfp4", 6.5, "nearest_even", 0),
+    ("mxfp4", 7.0, "nearest_even", 1),  # the tie goes to 8 (6 = 1.1b·2^2 is odd)
+    ("mxfp4", 6.5, "odd", 0),  # 6 is odd
+]
+
+
+@pytest.mark.parametrize(("name", "amax", "rounding", "saturated"), SATURATION_CASES)
+def test_saturated_counts_elements_that_round_past_max(name, amax, rounding, saturated):
+    # floor(log2 amax) = emax: X = 1, so amax itself is the scaled element
+    result = quantize_blocks(np.array([amax, 1.0]), name, rounding=rounding)
+    assert result.scales.tolist() == [1.0]
+    assert result.flags.total_saturated == saturated
+    assert explain_block([amax, 1.0], name, rounding=rounding).saturated == saturated
 
 
 def test_hand_worked_nvfp4_with_its_own_tensor_scale():
@@ -334,6 +372,23 @@ def test_on_nan_raise_refuses_nan_input():
         quantize_blocks(np.array([1.0, math.nan]), "mxfp4", on_nan="raise")
 
 
+@pytest.mark.parametrize(
+    ("name", "x", "rounding", "tiny_element"),
+    [
+        # X = 2^(996 - 8) clamped to 2^127: 1e-300 / 2^127 ~ 6e-339 underflows float64, yet is nonzero
+        ("mxfp8_e4m3", [1e300, 1e-300], "up", 2.0**-9),  # e4m3's least subnormal
+        ("mxfp8_e4m3", [1e300, -1e-300], "down", -(2.0**-9)),
+        ("mxfp8_e4m3", [1e300, 1e-300], "odd", 2.0**-9),  # inexact, so to the odd neighbour of 0
+        ("mxfp8_e4m3", [1e300, 1e-300], "nearest_even", 0.0),
+        ("nvfp4", [1e40, 1e-320], "up", 0.5),  # D ~ 1.7e39: 1e-320 / D underflows float64; e2m1's least is 0.5
+    ],
+)
+def test_elements_far_below_a_quantum_round_by_sign_and_mode(name, x, rounding, tiny_element):
+    result = quantize_blocks(np.array(x), name, rounding=rounding)
+    assert result.elements[1] == tiny_element and math.copysign(1, result.elements[1]) == math.copysign(1, x[1])
+    assert result.flags.total_flushed == (tiny_element == 0)
+
+
 # ---- layout: axis, partial last block, shapes -----------------------------------------------------------------
 def test_partial_last_block_gets_its_own_scale():
     x = np.concatenate([np.full(64, 0.001), [100.0, 1.0, -2.0, 0.5, 3.0, 0.25]])
@@ -384,12 +439,18 @@ def test_presets():
     assert BlockFormat(fpsim.FP4_E2M1, fpsim.FP8_E4M3, 16).scale == "fp8_e4m3"
 
 
+UNSIGNED_E4M3 = fpsim.Format("ue4m3", 4, 3, has_inf=False, nan="all_ones", signed=False)
+
+
 @pytest.mark.parametrize(
     ("build", "error", "match"),
     [
         (lambda: BlockFormat("fp4", "fp16", 32), ValueError, "not a block-scale format"),
         (lambda: BlockFormat("fp4", 3, 32), TypeError, "scale must be"),
-        (lambda: BlockFormat("fp64", "fp8_e4m3", 16), ValueError, "at most 24 bits of precision"),
+        (lambda: BlockFormat(fpsim.Format("e8m30", 8, 30), "fp8_e4m3", 16), ValueError, "at most 24 bits of precision"),
+        (lambda: BlockFormat("e8m0", "e8m0", 4), ValueError, "signed formats with zero.*e8m0 is unsigned"),
+        (lambda: BlockFormat(UNSIGNED_E4M3, "e8m0", 4), ValueError, "signed formats with zero.*ue4m3 is unsigned"),
+        (lambda: BlockFormat("fp64", "e8m0", 32), ValueError, "smallest subnormal of at least 2"),
         (lambda: BlockFormat("fp4", "e8m0", 0), ValueError, "block must be between 1"),
         (lambda: BlockFormat("fp4", "e8m0", 2.0), TypeError, "block must be an int"),
         (lambda: BlockFormat("fp99", "e8m0", 32), ValueError, "unknown format"),
@@ -444,8 +505,11 @@ def test_explain_block_saturation_nan_and_nvfp4():
     assert [e.status for e in explain_block([7.9, 2.6], "mxfp6_e2m3").elements] == ["saturated", "rounded"]
     nan = explain_block([1.0, math.nan], "mxfp8")
     assert math.isnan(nan.scale) and {e.status for e in nan.elements} == {"NaN block"} and "NaN" in str(nan)
+    # the hand-worked nvfp4 block: 100 / 16 = 6.25 rounds to 6 (nearest) or to 8 (up), past max
     nv = explain_block([12, 1, -3, 0.3, 100], "nvfp4", tensor_scale=0.25)
-    assert nv.scale == 64.0 and [e.status for e in nv.elements][-1] == "saturated" and "s_t = 0.25" in nv.rule
+    assert nv.scale == 64.0 and [e.status for e in nv.elements][-1] == "rounded" and "s_t = 0.25" in nv.rule
+    up = explain_block([12, 1, -3, 0.3, 100], "nvfp4", rounding="up", tensor_scale=0.25)
+    assert [e.status for e in up.elements][-1] == "saturated" and up.elements[-1].element == 6.0
 
 
 @pytest.mark.parametrize("name", list(BLOCK_FORMATS))

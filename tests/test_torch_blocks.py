@@ -53,7 +53,10 @@ def cases(draw):
     nvfp4 = draw(st.booleans())
     if nvfp4:
         x = x * 2.0**-30  # keep amax / 2688 within float32's range
-    for special in draw(st.lists(st.sampled_from([0.0, -0.0, math.nan, math.inf, -math.inf]), max_size=4)):
+    # extremes: beside a block amax past 2^135 (MX) or 1e38 (nvfp4), x / scale underflows float64
+    extremes = [1e38, -3e37, 5e-324, -1e-300, 3.5e-320] if nvfp4 else [2.0**900, -1e300, 5e-324, -1e-300, 3.5e-320]
+    specials = [0.0, -0.0, math.nan, math.inf, -math.inf, *extremes]
+    for special in draw(st.lists(st.sampled_from(specials), max_size=6)):
         x[rng.integers(size)] = special
     element = draw(st.sampled_from(["fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1"]))
     if not nvfp4:

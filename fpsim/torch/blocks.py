@@ -21,6 +21,7 @@ from fpsim.blocks import (
     BlockQuantized,
     normalize_axis,
     split_blocks,
+    unbounded_element,
 )
 from fpsim.formats import FP8_E4M3, Format
 from fpsim.torch.codec import round as round_to
@@ -54,24 +55,28 @@ def _quantize_rows(
     amax = blocks.abs().amax(dim=1) if blocks.shape[1] else blocks.new_zeros(blocks.shape[0])  # NaN, inf propagate
     nan = ~torch.isfinite(amax)
     if bool(nan.any()):  # NaN and ±inf leave the arithmetic; their blocks become NaN below
-        blocks = torch.where(torch.isfinite(blocks), blocks, 0.0)
+        blocks = torch.where(nan[:, None], 0.0, blocks)  # whole blocks, as in NumPy
         amax = torch.where(nan, 0.0, amax)
     if plan.fmt.power_of_two:
         exponents = power_of_two_exponents(amax, element, plan.scale_mode)
         scales = divisor = _power_of_two(exponents)
         inverse = _power_of_two(-exponents)  # exact: a power-of-two scale
-        scaled, peak = blocks * inverse[:, None], amax * inverse
+        scaled = blocks * inverse[:, None]
     else:
         ratio = amax / (element.max * tensor_scale)  # exact divisor, one rounding (fpsim.blocks' docstring)
         scales = round_to(ratio, FP8_E4M3, overflow="saturate").clamp_min(E4M3_SCALE_MIN)
         divisor = scales * tensor_scale  # exact: 4 bits times 24 bits
-        scaled, peak = blocks / divisor[:, None], amax / divisor
-    elements = round_to(scaled, element, plan.rounding, overflow="saturate", generator=generator)
+        scaled = blocks / divisor[:, None]
+    lost = (scaled == 0) & (blocks != 0)  # underflowed float64: only sign and nonzero matter so far below a quantum
+    scaled = torch.where(lost, torch.copysign(torch.full_like(scaled, 2.0**-1074), blocks), scaled)
+    elements = round_to(scaled, unbounded_element(element), plan.rounding, generator=generator)  # clamped below
+    overflowed = elements.abs() > element.max  # IEEE overflow: rounded past max
+    saturated = torch.count_nonzero(overflowed, dim=1)
+    elements = elements.clamp(-element.max, element.max)
+    if not element.has_negative_zero:
+        elements = elements + 0.0  # -0 + 0 = +0: the one zero of fnuz elements
     values = elements * divisor[:, None]  # exact, as in NumPy
     flushed = torch.count_nonzero(elements == 0, dim=1) - torch.count_nonzero(blocks == 0, dim=1)  # zeros stay 0
-    saturated = torch.zeros_like(flushed)
-    beyond = torch.nonzero(peak > element.max).squeeze(1)  # only these blocks can hold a saturated element
-    saturated[beyond] = torch.count_nonzero(scaled[beyond].abs() > element.max, dim=1)
     if bool(nan.any()):
         flushed, saturated = (torch.where(nan, 0, per_block) for per_block in (flushed, saturated))
         elements, values = (torch.where(nan[:, None], torch.nan, t) for t in (elements, values))
