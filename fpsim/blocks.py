@@ -336,8 +336,9 @@ class BlockQuantized:
 
 
 # ---- the NumPy kernel ----------------------------------------------------------------------------------------
-def power_of_two_exponents(amax: np.ndarray, element: Format, scale_mode: str) -> np.ndarray:
-    """The E8M0 exponent per block from its amax (finite, ≥ 0), clamped to [-127, 127]; see the module docstring."""
+def power_of_two_exponents(amax: np.ndarray, element: Format, scale_mode: str, clamp: bool = True) -> np.ndarray:
+    """The E8M0 exponent per block from its amax (finite, ≥ 0), clamped to [-127, 127] (unless `clamp=False`, for
+    amax > 0); see the module docstring."""
     mantissa, exponent = np.frexp(amax)  # amax = mantissa·2^exponent, mantissa in [0.5, 1); frexp(0) = (0, 0)
     shared = exponent.astype(np.int64) - 1 - element.emax  # floor(log2 amax) − emax, exact
     if scale_mode == "rceil":
@@ -345,7 +346,7 @@ def power_of_two_exponents(amax: np.ndarray, element: Format, scale_mode: str) -
     elif scale_mode == "even":
         shared += 2 * mantissa >= 2 - math.ldexp(1.0, -(element.nmant + 1))  # rounding amax carries a binade
     shared[amax == 0] = E8M0_EMIN  # log2(0) = −inf, clamped to E8M0's smallest
-    return np.clip(shared, E8M0_EMIN, E8M0_EMAX)
+    return np.clip(shared, E8M0_EMIN, E8M0_EMAX) if clamp else shared
 
 
 def e4m3_block_scales(amax: np.ndarray, element: Format, tensor_scale: float) -> np.ndarray:
@@ -558,7 +559,8 @@ class BlockExplanation:
             (e.index, repr(e.input), repr(e.scaled), _short(e.element), _short(e.value), e.status)
             for e in self.elements
         ]
-        return table(["#", "input", "input / scale", "element", "value", "what happened"], rows)
+        scaled = "input / scale" if self.fmt.power_of_two else "input / (scale·s_t)"  # the divisor an element sees
+        return table(["#", "input", scaled, "element", "value", "what happened"], rows)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[object]:
         for line in self._lines():
@@ -594,9 +596,10 @@ def _rule(fmt: BlockFormat, scale_mode: str | None, amax: float, scale: float, t
     if not fmt.power_of_two:
         return f"scale = RNE_e4m3(amax / ({element.max:g} · s_t)) = {scale!r}, tensor scale s_t = {tensor_scale!r}"
     exponent = math.frexp(scale)[1] - 1
-    clamped = " (clamped to E8M0's range)" if abs(exponent) == E8M0_EMAX else ""
     if amax == 0:
-        return f"log2(0) = −inf: scale = 2^{exponent} = {scale!r}{clamped}"
+        return f"log2(0) = −inf: scale = 2^{exponent} = {scale!r} (clamped to E8M0's range)"
+    unclamped = int(power_of_two_exponents(np.array([amax]), element, scale_mode, clamp=False)[0])
+    clamped = f" (2^{unclamped} clamped to E8M0's range)" if unclamped != exponent else ""
     if scale_mode == "floor":
         how = f"2^(floor(log2 amax) − emax) = 2^({math.frexp(amax)[1] - 1} − {element.emax})"
     elif scale_mode == "rceil":

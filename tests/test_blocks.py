@@ -512,6 +512,27 @@ def test_explain_block_saturation_nan_and_nvfp4():
     assert [e.status for e in up.elements][-1] == "saturated" and up.elements[-1].element == 6.0
 
 
+@pytest.mark.parametrize(
+    ("x", "note"),
+    [
+        ([2.0**-140, 2.0**-130], "(2^-138 clamped to E8M0's range)"),  # -130 - 8 lies below -127
+        ([2.0**200, 1.0], "(2^192 clamped to E8M0's range)"),
+        ([2.0**-119], None),  # -119 - 8 = -127 exactly: E8M0's least, nothing clamped
+        ([2.0**135], None),  # 135 - 8 = 127 exactly
+        ([0.0, 0.0], "(clamped to E8M0's range)"),  # log2(0) = -inf
+    ],
+)
+def test_explain_says_clamped_only_when_the_rule_left_e8m0s_range(x, note):
+    rule = explain_block(x, "mxfp8_e4m3").rule
+    assert ("clamped" in rule) == (note is not None) and (note is None or rule.endswith(note)), rule
+
+
+def test_explain_names_the_divisor_of_each_scale_kind():
+    assert "input / scale " in str(explain_block([3.0, 1.0], "mxfp4"))
+    nv = str(explain_block([3.0, 1.0], "nvfp4"))
+    assert "input / (scale·s_t)" in nv and "input / scale " not in nv
+
+
 @pytest.mark.parametrize("name", list(BLOCK_FORMATS))
 def test_scales_are_values_of_the_scale_format(name):
     fmt = get_block_format(name)
