@@ -228,6 +228,15 @@ def test_a_row_whose_timings_spread_is_flagged_instead_of_judged():
     assert "2.00× unreliable" in stream.getvalue()
 
 
+def test_without_fp32_there_are_no_ratios_and_the_report_says_so():
+    report = hand_report()
+    report.steps[:] = [row for row in report.steps if row.policy != "fp32"]
+    assert report.claims() == [] and report.summary()[0] == (
+        "no ratios: fp32, the baseline of every ratio, was not measured"
+    )
+    assert [row[4] for row in report._step_table().rows] == ["-", "-"]  # speed-up: "-", not a made-up 1×
+
+
 @pytest.mark.parametrize(("fastest", "median", "flagged"), [(1.0, 1.0, False), (2.0, 3.0, False), (2.0, 3.02, True),
                                                             (1e-3, 0.2, True)])  # fmt: skip
 def test_the_unreliable_rule_is_the_median_over_the_fastest_against_1_5(fastest, median, flagged):
