@@ -2,8 +2,9 @@
 of each bundled model per policy (fp32, amp, bf16, fp8 where the GPU has it), next to the claims "2–3× faster" and
 "50% less memory".
 
-Invariant: every timed region is synchronised with the device (CUDA events recorded around it, then waited for);
-times are medians after warm-up; torch's global matmul flags are restored after every measurement.
+Invariant: every timed region is synchronised with the device (CUDA events on its stream, then waited for); what is
+compared is timed round-robin after warm-up, ratios from the fastest repeats, and a spread timing gets no verdict;
+torch's global matmul flags are restored after every measurement.
 """
 
 from __future__ import annotations
