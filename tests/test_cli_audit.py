@@ -62,7 +62,7 @@ def test_json_and_plot_are_written(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--device", "tpu"], "device must be one of cpu, cuda, auto"),
+        (["--device", "tpu"], "fpsim: error: --device must be one of cpu, cuda, auto"),
         (["-f", "fp17"], "unknown format 'fp17'"),
         (["--steps", "0"], "--steps must be a positive int"),
         (["--headroom", "0.5"], "--headroom must be a finite number >= 1"),
@@ -84,9 +84,19 @@ def test_cuda_where_there_is_none_is_one_line(capsys, no_audit, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code, out, err = run(capsys, "audit", "--model", "digits-mlp", "--device", "cuda")
     assert (code, out) == (2, "")
-    assert "sees no CUDA GPU here" in err and err.count("\n") == 1
+    assert err.startswith("fpsim: error: --device 'cuda': ") and "sees no CUDA GPU here; use --device cpu" in err
+    assert err.count("\n") == 1
 
 
 def test_an_unknown_model_is_one_line(capsys):
     code, _, err = run(capsys, "audit", "--model", "resnet50")
     assert code == 2 and "invalid choice: 'resnet50'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("fmt", ["fp64", "fp4_e2m1"])
+def test_formats_at_the_ends_of_the_scale_range(capsys, fmt):
+    # fp64: max / largest gradient is about 2^1030, beyond any fp32 scale; fp4_e2m1 saturates instead of overflowing
+    code, out, err = run(capsys, "audit", "-m", "digits-mlp", "-f", fmt, "--rows", "1", "--device", "cpu")
+    assert (code, err) == (0, "")
+    (line,) = [row for row in out.split("Loss scales")[1].splitlines() if row.startswith(f"{fmt} ")]
+    assert line.split()[-1] == "2^127"  # GradScaler's largest fp32 scale: it never sees an inf in either

@@ -138,8 +138,9 @@ def _known_gradients(k: float) -> tuple[torch.nn.Module, torch.Tensor]:
 #   bf16: 2^127 (about 1.7e38) · 3·2^-20 is far below bf16's max/2, and 2^127 is the largest fp32 scale
 @pytest.mark.parametrize(
     ("fmt", "headroom", "exponent"),
-    [("fp16", 2, 33), ("fp16", 1, 34), ("fp8_e4m3", 2, 26), ("fp8_e5m2", 2, 33), ("bf16", 2, 127), ("fp16", 8, 31)],
-)
+    [("fp16", 2, 33), ("fp16", 1, 34), ("fp8_e4m3", 2, 26), ("fp8_e5m2", 2, 33), ("bf16", 2, 127), ("fp16", 8, 31),
+     ("fp64", 2, 127)],
+)  # fmt: skip
 def test_recommended_loss_scale_is_the_analytic_power_of_two(fmt, headroom, exponent):
     k = 3 * 2.0**-20
     model, x = _known_gradients(k)
@@ -263,6 +264,7 @@ def _linear():
         (lambda: audit(_linear(), torch.ones(3, 4), lambda o, t: (o - t).sum(), target=torch.ones(3, 7)), ValueError,
          r"loss_fn\(output, target\) failed"),
         (lambda: audit(_linear(), torch.ones(3, 4), lambda o: o.sum().detach()), ValueError, "does not depend"),
+        (lambda: audit(_linear(), torch.ones(3, 4), lambda o: o.sum(), lr=0.5), ValueError, "lr=0.5 has no effect"),
     ],
 )  # fmt: skip
 def test_bad_inputs_get_one_clear_line(call, error, message):
@@ -314,3 +316,215 @@ def test_a_scale_per_format_for_the_histogram_names_only_drawn_formats():
         "fp16, gradients × $2^{20}$ (loss scale)",
         "bf16, gradients as computed",
     ]
+
+
+# ---- what the hooks reach ------------------------------------------------------------------------------------------
+class FunctionalHead(torch.nn.Module):
+    """A Linear whose weights are applied with functional.linear: its forward hook never fires."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.head = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(self.first(x), self.head.weight, self.head.bias)
+
+
+def test_a_module_used_functionally_is_named_as_unaudited():
+    result = audit(FunctionalHead(), torch.ones(3, 2), lambda o: o.sum())
+    assert result.unaudited == ("head",)
+    assert "head" not in {t.module for t in result.tensors if t.kind == "activation"}
+    assert result.to_dict()["unaudited_modules"] == ["head"]
+    console = fpsim._terminal.console(file=io.StringIO())
+    console.print(result.table(rows=1))
+    assert "head: never called as a module (its weights used functionally): its output is not audited" in (
+        console.file.getvalue().replace("\n", " ")
+    )
+
+
+def test_nested_outputs_are_each_audited():
+    lstm = torch.nn.LSTM(3, 2, batch_first=True)  # returns (output, (h, c))
+    result = audit(lstm, torch.ones(1, 4, 3), lambda o: o[0].sum())
+    rows = {t.name: t.shape for t in result.tensors if t.kind == "activation"}
+    assert rows == {"(model)[0]": (1, 4, 2), "(model)[1]": (1, 1, 2), "(model)[2]": (1, 1, 2)}
+
+
+class Cast(torch.nn.Module):
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2])
+def test_a_narrow_float_output_is_measured_as_its_values(dtype):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), Cast(dtype))
+    with torch.no_grad():
+        model[0].weight.fill_(0.1), model[0].bias.fill_(0.3)  # 0.6: rounds differently in each narrow format
+    result = audit(model, torch.ones(4, 3), lambda o: o.float().sum(), "fp16")
+    (cast,) = [t for t in result.tensors if t.name == "1" and t.kind == "activation"]
+    expected = float(torch.tensor(0.6000000238418579).to(dtype).double())  # fp32's 0.1·3 + 0.3, cast by torch
+    assert (cast.nonzero_min, cast.nonzero_max, cast.shape) == (expected, expected, (4, 2))
+
+
+def test_an_error_in_the_audits_own_hooks_is_raised_as_it_is(monkeypatch):
+    audit_module = __import__("importlib").import_module("fpsim.torch.audit")
+    measure = audit_module._measure
+
+    def failing(x, formats, name, kind, *rest):
+        if kind == "activation":
+            raise RuntimeError("the audit's own bug")
+        return measure(x, formats, name, kind, *rest)
+
+    monkeypatch.setattr(audit_module, "_measure", failing)
+    with pytest.raises(RuntimeError, match=r"^the audit's own bug$"):  # not "batch ... does not fit the model"
+        audit(_linear(), torch.ones(3, 4), lambda o: o.sum())
+
+
+# ---- loss scales at the edges --------------------------------------------------------------------------------------
+def test_fp64_gets_the_largest_fp32_scale():
+    model, x = _known_gradients(2.0**-10)
+    scale = audit(model, x, lambda out: out.sum() * 2.0**-10, ("fp64",)).loss_scales["fp64"]
+    # fp64's max / 2^-10 is about 2^1034: GradScaler's fp32 scale stops at 2^127, and nothing overflows there
+    assert (scale.recommended, scale.dynamic, scale.settle_steps, scale.settle_skipped) == (
+        2.0**127, 2.0**127, (127 - 16) * 2000, 0)  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "largest", "clip"), [("fp4_e2m1", 2.0**-10, 13), ("fp6_e3m2", 0.75, 6)])
+def test_a_saturating_format_never_stops_the_scaler(fmt, largest, clip):
+    # fp4_e2m1's max is 6 = 1.5·2^2: 2^12·2^-10 = 4 fits, 2^13·2^-10 = 8 > 6 is clipped to 6 (no inf to see).
+    # fp6_e3m2's max is 28: 2^5·0.75 = 24 fits, 2^6·0.75 = 48 is clipped; the text names the first clipping scale.
+    model, x = _known_gradients(largest)
+    scale = audit(model, x, lambda out: out.sum() * largest, fmt).loss_scales[fmt]
+    assert scale.saturates and fpsim.get_format(fmt).overflow == "saturate"
+    assert (scale.dynamic, scale.settle_steps, scale.settle_skipped) == (2.0**127, (127 - 16) * 2000, 0)
+    scales, skipped = _simulate_grad_scaler(fmt, largest, scale.settle_steps + 1)
+    assert scales[-1] == scale.dynamic and not any(skipped)  # fpsim's state machine: never an inf, never a skip
+    assert f"from 2^{clip} on the largest gradient is silently clipped to max" in scale.reasoning
+    assert fpsim.round(2.0**clip * largest, fmt) == fpsim.get_format(fmt).max < 2.0**clip * largest
+    assert fpsim.round(2.0 ** (clip - 1) * largest, fmt) == 2.0 ** (clip - 1) * largest
+
+
+def _three_gradients() -> tuple[torch.nn.Module, torch.Tensor]:
+    """out = w · x with w = 1 and loss = 1000 · out: dL/dout = 1000 and dL/dw = 1000 · x = 1000, 1e-3, 1e-7."""
+    model = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    return model, torch.tensor([[1.0, 1e-6, 1e-10]])
+
+
+def test_a_scale_below_one_rescues_nothing_and_the_overflow_is_named():
+    # fp8_e4m3: max 448, least subnormal 2^-9 (flushes below 2^-10 ≈ 9.8e-4). Unscaled: 1000 overflows twice,
+    # 1e-3 is subnormal, 1e-7 flushes. Scale 2^-3 (the largest S with 1000·S ≤ 224): 1e-3/8 and 1e-7/8 flush.
+    model, x = _three_gradients()
+    result = audit(model, x, lambda out: out.sum() * 1000, "fp8_e4m3")
+    scale = result.loss_scales["fp8_e4m3"]
+    assert scale.recommended == 2.0**-3
+    assert (scale.overflow_unscaled, scale.flushed_unscaled, scale.flushed_scaled, scale.overflow_scaled) == (
+        2, 1, 2, 0)  # fmt: skip
+    assert scale.rescued == 0  # element by element: the 1e-7 flushes both ways, 1e-3 only scaled
+    assert result.to_dict()["loss_scales"]["fp8_e4m3"]["overflow_unscaled"] == 2
+    console = fpsim._terminal.console(file=io.StringIO())
+    console.print(result.table(rows=1))
+    text = console.file.getvalue().replace("\n", " ")
+    assert "2 gradient elements overflow unscaled: the scale must be below 1" in text and "needs no scale" not in text
+
+
+def test_lr_with_a_single_step_is_refused():
+    with pytest.raises(ValueError, match=r"lr=0.1 has no effect with steps=1"):
+        audit(_linear(), torch.ones(3, 4), lambda o: o.sum(), lr=0.1)
+    assert audit(_linear(), torch.ones(3, 4), lambda o: o.sum(), steps=2, lr=0.1).steps == 2
+
+
+# ---- the figure ----------------------------------------------------------------------------------------------------
+def test_histogram_titles_never_round_a_nonzero_share_to_zero_and_the_title_fits():
+    # 1 of 200000 gradients flushes in fp16 (1e-9 < 2^-25), the others are normal: 0.0005% and 99.9995%; a
+    # six-digit count, as the bundled models have, made the one-line title wider than the figure
+    values = np.concatenate([[1e-9], np.full(199_999, 0.5)])
+    from fpsim.plots import gradient_histogram
+
+    figure, axes = gradient_histogram(values, ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2"), scale={"fp16": 2.0**20})
+    title = axes[0].get_title(loc="left")
+    assert "flushed <0.1%" in title and "normal >99.9%" in title
+    figure.canvas.draw()
+    box, frame = figure._suptitle.get_window_extent(), figure.bbox
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1, "the suptitle runs past the figure's edges"
+
+
+# ---- torch's fp32 math settings (fpsim.torch._settings) ------------------------------------------------------------
+def _fp32_state() -> tuple:
+    """Every reader of torch's fp32 precision state, legacy and per backend ("raises" where torch refuses)."""
+    backends = torch.backends
+
+    def read(getter):
+        try:
+            return getter()
+        except RuntimeError:
+            return "raises"
+
+    legacy = (torch.get_float32_matmul_precision, lambda: backends.cuda.matmul.allow_tf32,
+              lambda: backends.cudnn.allow_tf32)  # fmt: skip
+    per_backend = [backends, backends.cudnn, backends.cudnn.conv, backends.cudnn.rnn, backends.cuda.matmul,
+                   backends.mkldnn, backends.mkldnn.matmul, backends.mkldnn.conv, backends.mkldnn.rnn]  # fmt: skip
+    return tuple(read(g) for g in legacy) + tuple(read(lambda b=b: b.fp32_precision) for b in per_backend)
+
+
+@pytest.fixture
+def fp32_defaults():
+    """Leave torch's precision state readable and at its default behaviour for the tests after this one."""
+    yield
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = True
+    assert torch.get_float32_matmul_precision() == "highest"
+
+
+def _medium():
+    torch.set_float32_matmul_precision("medium")
+
+
+def _legacy_tf32():
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def _per_backend_tf32():
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+
+
+@pytest.mark.parametrize("set_by_user", [_medium, _legacy_tf32, _per_backend_tf32])
+@pytest.mark.parametrize("tf32", [False, True])
+def test_fp32_matmul_restores_every_precision_flag_as_the_user_set_it(fp32_defaults, set_by_user, tf32):
+    from fpsim.torch._settings import fp32_matmul
+
+    torch.set_float32_matmul_precision("highest")
+    set_by_user()
+    before = _fp32_state()
+    with fp32_matmul(tf32):
+        inside = [b.fp32_precision for b in (torch.backends.cuda.matmul, torch.backends.cudnn.conv,
+                                             torch.backends.mkldnn.matmul)]  # fmt: skip
+    assert inside == ["tf32" if tf32 else "ieee"] * 3
+    assert _fp32_state() == before
+    if set_by_user is _medium:
+        assert before[0] == "medium"  # readable after the block: no "mix of the legacy and new APIs"
+
+
+def test_fp32_matmul_turns_precision_medium_off_for_the_block(fp32_defaults):
+    from fpsim.torch._settings import fp32_matmul
+
+    a = torch.randn(128, 128, generator=torch.Generator().manual_seed(0))
+    torch.set_float32_matmul_precision("highest")
+    exact = a @ a
+    torch.set_float32_matmul_precision("medium")  # oneDNN may use bf16 for fp32 matmuls
+    with fp32_matmul():
+        inside = a @ a
+    assert torch.equal(inside, exact)
+
+
+def test_first_line_is_the_type_and_the_first_line_of_the_message():
+    from fpsim.torch._settings import first_line
+
+    assert first_line(RuntimeError("mat1 and mat2 shapes cannot be multiplied\n  at frame 3")) == (
+        "RuntimeError: mat1 and mat2 shapes cannot be multiplied")  # fmt: skip
+    assert first_line(ValueError()) == "ValueError"

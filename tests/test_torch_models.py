@@ -47,3 +47,38 @@ def test_tiny_transformer_task_is_reversal():
 def test_bad_names_and_seeds(arguments, message):
     with pytest.raises(ValueError, match=message):
         models.load(*arguments)
+
+
+def test_digits_mlp_computes_exactly_what_torch_mlp_computes():
+    from fpsim.codec import round as round_to
+    from fpsim.torch.training import TorchMLP, load_simulator_state
+
+    example = models.load("digits-mlp", seed=1)
+    reference = TorchMLP([64, 64, 10], activation="relu", norm="batch")  # fpsim train's torch model, as it runs
+    simulator = MLP([64, 64, 10], "relu", "batch", seed=1)
+    load_simulator_state(reference, {k: round_to(v, "fp32") for k, v in simulator.params.items()})
+    outputs = []
+    for model in (example.model, reference):
+        output = model(example.batch)
+        example.loss_fn(output, example.target).backward()
+        outputs.append((output.detach(), [p.grad for p in model.parameters()]))
+    (ours, our_grads), (theirs, their_grads) = outputs
+    assert torch.equal(ours, theirs)
+    assert len(our_grads) == len(their_grads) and all(map(torch.equal, our_grads, their_grads))
+    assert dict(example.model.named_parameters()).keys() == dict(reference.named_parameters()).keys()
+
+
+# MultiheadAttention applies out_proj's weights with functional calls: the audit names it instead of a row
+FUNCTIONAL = {"tiny-transformer": ("encoder.layers.0.self_attn.out_proj", "encoder.layers.1.self_attn.out_proj")}
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_every_linear_and_convolution_of_a_bundled_model_has_an_activation_row(name):
+    from fpsim.torch import audit
+
+    example = models.load(name)
+    result = audit(example.model, example.batch, example.loss_fn, "fp16", target=example.target)
+    layers = {path for path, m in example.model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    rows = {(t.module, t.kind) for t in result.tensors}
+    missing = {path for path in layers if {(path, "activation"), (path, "activation gradient")} - rows}
+    assert missing == set(FUNCTIONAL.get(name, ())) == set(result.unaudited)

@@ -150,8 +150,8 @@ def _histogram_title(history: History | None, size: int, scale: Scale) -> str:
         shown = "as computed and × each format's loss scale" if any(scale.values()) else "as computed (unscaled)"
     else:
         shown = f"as computed and × {_scale_text(scale)} (loss scale)" if scale else "as computed (unscaled)"
-    if history is None:
-        return f"Gradient magnitudes ({size} finite values) against each format's bands, {shown}"
+    if history is None:  # two lines: one would run past a 10-inch figure's edges
+        return f"Gradient magnitudes ({size} finite values) against each format's bands,\n{shown}"
     scenario = scenario_name(history.config)
     where = f"the {scenario} scenario" if scenario else "custom settings"
     return (f"Gradients of the {history.policy['name']} run ({where}) at its last step (step {len(history.loss)}):\n"
@@ -159,9 +159,19 @@ def _histogram_title(history: History | None, size: int, scale: Scale) -> str:
 
 
 def _band_text(bands: dict[str, float], of_what: str) -> str:
-    parts = [f"flushed {bands['flush']:.1%}", f"subnormal {bands['subnormal']:.1%}", f"normal {bands['normal']:.1%}"]
-    parts += [f"{extra} {bands[extra]:.1%}" for extra in ("overflow", "zero") if bands[extra]]  # zeros have no log2
+    parts = [f"{name} {_share(bands[band])}" for name, band in (("flushed", "flush"), ("subnormal", "subnormal"),
+                                                                 ("normal", "normal"))]  # fmt: skip
+    parts += [f"{extra} {_share(bands[extra])}" for extra in ("overflow", "zero") if bands[extra]]  # no log2 of 0
     return ", ".join(parts) + f" of {of_what}"
+
+
+def _share(fraction: float) -> str:
+    """A fraction as a percentage with one decimal, never rounded to 0% or 100% while some value is (not) in it."""
+    if 0 < fraction < 0.0005:
+        return "<0.1%"
+    if 0.9995 <= fraction < 1:
+        return ">99.9%"
+    return f"{fraction:.1%}"
 
 
 _ALPHA = {"overflow": 0.15}  # the grey band, lighter than the coloured ones (0.3)

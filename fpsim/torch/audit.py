@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
 import torch
 from rich.console import Group, RenderableType
 from rich.text import Text
+from torch.utils._pytree import tree_flatten
 
 from fpsim._terminal import table
 from fpsim.flags import Flags, suspended
 from fpsim.formats import Format, get_format
 from fpsim.scaling import DynamicLossScaler
+from fpsim.torch._settings import first_line, fp32_matmul
 from fpsim.torch.codec import round as round_to
 
 __all__ = ["DEFAULT_FORMATS", "DEFAULT_HEADROOM", "KINDS", "Audit", "FormatCounts", "LossScale", "TensorStats", "audit"]
@@ -35,12 +37,12 @@ KINDS = {
     "activation gradient": "the gradient of a module's output, flowing backward",
     "gradient": "a parameter's gradient",
 }
-GRADIENT_KINDS = ("activation gradient", "gradient")  # the tensors a loss scale multiplies
 _SHORT_KINDS = {"parameter": "param", "activation": "act", "loss": "loss", "activation gradient": "act-grad",
                 "gradient": "grad"}  # fmt: skip
 _LARGEST_SCALE_EXPONENT = 127  # GradScaler's scale is an fp32 number: 2^127 is the largest power of two it holds
 _SMALLEST_SCALE_EXPONENT = -149  # and 2^-149 the smallest
 _TABLE_ROWS = 10
+_DEFAULT_LR = 0.01
 
 
 # ---- results -------------------------------------------------------------------------------------------------------
@@ -96,9 +98,11 @@ class LossScale:
     """A loss scale for one format, from the largest gradient over every step.
 
     `recommended`: the largest power of two S with S × largest ≤ max / headroom. `dynamic`: the scale GradScaler
-    settles at (the largest power of two whose product with the largest gradient still rounds to a finite value),
-    reached after `settle_steps` steps of which `settle_skipped` are skipped. Flushed and subnormal counts are
-    gradient elements, unscaled and times `recommended`, counted by the codec. None: no nonzero finite gradient.
+    settles at (the largest power of two whose product with the largest gradient still rounds to a finite value;
+    2^127 for a format that saturates, `saturates`, as GradScaler never sees an inf there), reached after
+    `settle_steps` steps of which `settle_skipped` are skipped. Flushed, subnormal and overflow counts are gradient
+    elements, unscaled and times `recommended`, counted by the codec; `rescued` those flushed unscaled and not
+    flushed scaled, element by element. None: no nonzero finite gradient.
     """
 
     format: str
@@ -108,21 +112,19 @@ class LossScale:
     recommended: float | None
     flushed_unscaled: int
     flushed_scaled: int
+    rescued: int  # elements that round to zero unscaled and not at the recommended scale
     subnormal_unscaled: int
     subnormal_scaled: int
+    overflow_unscaled: int
     overflow_scaled: int
+    saturates: bool  # fmt clamps an overflow to ±max: no inf or NaN for GradScaler to see
     dynamic: float | None
     settle_steps: int | None
     settle_skipped: int | None
     reasoning: str
 
-    @property
-    def rescued(self) -> int:
-        """Gradient elements that round to zero unscaled and survive at the recommended scale."""
-        return self.flushed_unscaled - self.flushed_scaled
-
     def to_dict(self) -> dict:
-        return {**asdict(self), "rescued": self.rescued}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class Audit:
     tensors: list[TensorStats]
     loss_scales: dict[str, LossScale]
     gradients: torch.Tensor = field(repr=False)  # every finite gradient element (float64, CPU), for the histogram
+    unaudited: tuple[str, ...] = ()  # modules owning parameters that were never called as modules: no output row
 
     @property
     def first_nonfinite(self) -> TensorStats | None:
@@ -153,6 +156,7 @@ class Audit:
             "steps": self.steps,
             "headroom": self.headroom,
             "first_nonfinite": None if first is None else first.to_dict(),
+            "unaudited_modules": list(self.unaudited),
             "loss_scales": {name: scale.to_dict() for name, scale in self.loss_scales.items()},
             "dynamic_scaler": scaler_rules(),
             "tensors": [t.to_dict() for t in self.tensors],
@@ -160,8 +164,9 @@ class Audit:
 
     def table(self, rows: int = _TABLE_ROWS) -> RenderableType:
         """The terminal view: per format its `rows` worst tensors, then the loss scales and the first non-finite."""
-        return Group(*_summary(self), *(part for fmt in self.formats for part in _format_section(self, fmt, rows)),
-                     *_loss_scale_section(self), _first_nonfinite_line(self))  # fmt: skip
+        sections = (part for fmt in self.formats for part in _format_section(self, fmt, rows))
+        return Group(*_summary(self), *_unaudited_lines(self), *sections, *_loss_scale_section(self),
+                     _first_nonfinite_line(self))  # fmt: skip
 
     def figure(self):
         """The gradient histogram per format (fpsim.plots.gradient_histogram), as computed and, where some gradient
@@ -182,7 +187,7 @@ def audit(
     target: object = None,
     steps: int = 1,
     headroom: float = DEFAULT_HEADROOM,
-    lr: float = 0.01,
+    lr: float | None = None,
 ) -> Audit:
     """Run a copy of `model` forward and backward in fp32 on `batch` and count, per tensor and format, what
     rounding it would do (overflow, subnormal, flushed to zero, relative error) with fpsim's codec.
@@ -191,9 +196,11 @@ def audit(
     passed as `model(*batch)`; batch and target move to the model's device. Tensors: every parameter, every
     module's floating output (a tensor several nested modules return is counted once, for the innermost; an
     in-place module's output is the tensor it changed, counted once before the change), the loss, the gradient of
-    each such output, and every parameter's gradient. With `steps` > 1, a plain SGD step (learning rate `lr`)
-    updates the copy between audits, and the run stops after a step with a non-finite tensor. `headroom` (≥ 1) is
-    the factor the recommended loss scale keeps between the largest gradient and each format's max.
+    each such output, and every parameter's gradient. A module owning parameters whose forward never ran (its
+    weights used functionally, as MultiheadAttention's out_proj) is listed in `Audit.unaudited`. With `steps` > 1,
+    a plain SGD step (learning rate `lr`, default 0.01; with steps=1 there is no update, and lr is refused) updates
+    the copy between audits, and the run stops after a step with a non-finite tensor. `headroom` (≥ 1) is the factor
+    the recommended loss scale keeps between the largest gradient and each format's max.
     """
     fmts = _check_formats(formats)
     _check_arguments(model, batch, loss_fn, steps, headroom, lr)
@@ -202,24 +209,34 @@ def audit(
     inputs = _fp32_inputs(batch, device)
     target = target.to(device) if isinstance(target, torch.Tensor) else target
     recorder = _Recorder(copy_, fmts)
-    optimizer = torch.optim.SGD(copy_.parameters(), lr=lr)
-    done = 0
-    with recorder.hooks(), _fp32_math():
-        while done < steps and not recorder.saw_nonfinite:
-            done += 1
-            optimizer.zero_grad(set_to_none=True)
-            recorder.start_step(done)
-            loss = _loss(copy_, inputs, loss_fn, target)
-            recorder.record(loss.detach(), "loss", "loss", "")
-            loss.backward()
-            if done < steps:  # the last step's update would be audited by no one
-                optimizer.step()
+    try:
+        with recorder.hooks(), fp32_matmul():
+            done = _run(copy_, inputs, loss_fn, target, recorder, steps, _DEFAULT_LR if lr is None else lr)
+    except _HookError as err:  # the audit's own failure, as it was raised
+        raise err.__cause__ from None
     every = recorder.all_gradients()
     finite = every[torch.isfinite(every)]
     scales = {
         f.name: _loss_scale(f, recorder.gradients, finite, headroom, finite.numel() == every.numel()) for f in fmts
     }
-    return Audit(tuple(f.name for f in fmts), done, headroom, recorder.tensors, scales, finite)
+    return Audit(tuple(f.name for f in fmts), done, headroom, recorder.tensors, scales, finite, recorder.unaudited())
+
+
+def _run(model: torch.nn.Module, inputs: tuple, loss_fn: Callable, target: object, recorder: _Recorder, steps: int,
+         lr: float) -> int:  # fmt: skip
+    """Up to `steps` audited steps, SGD between them, stopping after a step with a non-finite tensor: the count."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    done = 0
+    while done < steps and not recorder.saw_nonfinite:
+        done += 1
+        optimizer.zero_grad(set_to_none=True)
+        recorder.start_step(done)
+        loss = _loss(model, inputs, loss_fn, target)
+        recorder.record(loss.detach(), "loss", "loss", "")
+        loss.backward()
+        if done < steps:  # the last step's update would be audited by no one
+            optimizer.step()
+    return done
 
 
 def _check_formats(formats: object) -> list[Format]:
@@ -247,7 +264,10 @@ def _check_arguments(model: object, batch: object, loss_fn: object, steps: objec
         raise TypeError(f"loss_fn must be callable as loss_fn(output, target), got {type(loss_fn).__name__}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    for name, value, least in (("headroom", headroom, 1.0), ("lr", lr, 0.0)):
+    if lr is not None and steps == 1:
+        raise ValueError(f"lr={lr!r} has no effect with steps=1 (the SGD step runs between audited steps); "
+                         "pass steps > 1 or leave lr out")  # fmt: skip
+    for name, value, least in (("headroom", headroom, 1.0), ("lr", _DEFAULT_LR if lr is None else lr, 0.0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < least:
             raise ValueError(f"{name} must be a finite number >= {least:g}, got {value!r}")
 
@@ -255,17 +275,6 @@ def _check_arguments(model: object, batch: object, loss_fn: object, steps: objec
 def _fp32_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A float32 copy in training mode: the caller's weights, buffers (BatchNorm statistics) and mode stay."""
     return copy.deepcopy(model).float().train()
-
-
-@contextmanager
-def _fp32_math() -> Iterator[None]:
-    """TF32 off for the run (cuDNN convolutions use it by default on CUDA): the audit's tensors are fp32's."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _fp32_inputs(batch: torch.Tensor | Sequence[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -278,11 +287,11 @@ def _loss(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], loss_fn: Cal
     try:
         output = model(*inputs)
     except (RuntimeError, ValueError, IndexError, TypeError) as err:  # torch reports a shape mismatch this way
-        raise ValueError(f"batch of shape {shapes} does not fit the model: {_first_line(err)}") from None
+        raise ValueError(f"batch of shape {shapes} does not fit the model: {first_line(err)}") from None
     try:
         loss = loss_fn(output) if target is None else loss_fn(output, target)
     except (RuntimeError, ValueError, IndexError, TypeError) as err:
-        raise ValueError(f"loss_fn(output, target) failed on the model's output: {_first_line(err)}") from None
+        raise ValueError(f"loss_fn(output, target) failed on the model's output: {first_line(err)}") from None
     if not isinstance(loss, torch.Tensor):
         raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
     if loss.numel() != 1:
@@ -295,8 +304,22 @@ def _loss(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], loss_fn: Cal
     return loss.reshape(())
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+class _HookError(Exception):
+    """An error inside the audit's own hooks: not the model's, so never reported as a batch that does not fit."""
+
+
+def _guarded(function: Callable) -> Callable:
+    """`function`, its errors wrapped in _HookError (audit() re-raises the original)."""
+
+    def call(*args: object) -> object:
+        try:
+            return function(*args)
+        except _HookError:
+            raise
+        except Exception as err:
+            raise _HookError() from err
+
+    return call
 
 
 class _Recorder:
@@ -310,6 +333,7 @@ class _Recorder:
         self.step, self._order = 0, 0
         self._seen: dict[int, torch.Tensor] = {}  # this step's outputs by id (held, so that ids stay unique)
         self._calls: dict[str, int] = {}
+        self._ever_called: set[str] = set()
 
     @property
     def saw_nonfinite(self) -> bool:
@@ -333,10 +357,12 @@ class _Recorder:
         return stack
 
     def _forward_hook(self, path: str):
+        @_guarded
         def hook(module: torch.nn.Module, args: object, output: object) -> None:
             calls = self._calls[path] = self._calls.get(path, 0) + 1
+            self._ever_called.add(path)
             label = (path or "(model)") + (f"#{calls}" if calls > 1 else "")  # a module called twice: its 2nd call
-            parts = list(output) if isinstance(output, (tuple, list)) else [output]
+            parts = tree_flatten(output)[0]  # nested tuples (an LSTM's (out, (h, c))), lists and dicts
             for i, part in enumerate(parts):
                 if isinstance(part, torch.Tensor) and part.is_floating_point() and id(part) not in self._seen:
                     self._seen[id(part)] = part
@@ -348,12 +374,18 @@ class _Recorder:
         return hook
 
     def _gradient_hook(self, name: str, kind: str, module: str):
+        @_guarded
         def hook(gradient: torch.Tensor) -> None:
             kept = gradient.detach().clone()  # autograd may accumulate into the tensor it handed us
             self.gradients.append(kept)
             self.record(kept, name, kind, module)
 
         return hook
+
+    def unaudited(self) -> tuple[str, ...]:
+        """Modules owning parameters whose forward hook never fired: their outputs have no row."""
+        owners = [path for path, module in self.model.named_modules() if _owns_parameters(module)]
+        return tuple(path for path in owners if path not in self._ever_called)
 
     def record(self, tensor: torch.Tensor, name: str, kind: str, module: str) -> None:
         self.tensors.append(_measure(tensor, self.formats, name, kind, module, self.step, self._order))
@@ -366,7 +398,12 @@ class _Recorder:
         )
 
 
+def _owns_parameters(module: torch.nn.Module) -> bool:
+    return next(module.parameters(recurse=False), None) is not None
+
+
 def _measure(x: torch.Tensor, formats: list[Format], name: str, kind: str, module: str, step: int, order: int):
+    x = x if x.dtype in (torch.float32, torch.float64) else x.float()  # fp16, bf16, fp8 outputs: exact in float32
     finite_nonzero = torch.isfinite(x) & (x != 0)
     magnitudes = x.abs()[finite_nonzero]
     return TensorStats(
@@ -412,27 +449,34 @@ def _loss_scale(
     fmt: Format, gradients: list[torch.Tensor], finite: torch.Tensor, headroom: float, all_finite: bool
 ) -> LossScale:
     nonzero = finite[finite != 0]
-    unscaled = _flags(gradients, fmt, 1.0)
+    unscaled, flushed = _rounding(gradients, fmt, 1.0)
+    saturates = fmt.overflow == "saturate"
     if nonzero.numel() == 0:
         return LossScale(fmt.name, headroom, None, unscaled.total, None, unscaled.flushed_to_zero,
-                         unscaled.flushed_to_zero, unscaled.subnormal, unscaled.subnormal, 0, None, None, None,
+                         unscaled.flushed_to_zero, 0, unscaled.subnormal, unscaled.subnormal, unscaled.overflow,
+                         unscaled.overflow, saturates, None, None, None,
                          "no nonzero finite gradient: a loss scale would multiply zeros")  # fmt: skip
     largest = float(nonzero.abs().max())
     k = _fp32_scale(power_of_two_at_most(Fraction(fmt.max) / (Fraction(headroom) * Fraction(largest))))
-    scaled = _flags(gradients, fmt, 2.0**k)
+    scaled, flushed_scaled = _rounding(gradients, fmt, 2.0**k)
+    rescued = int((flushed & ~flushed_scaled).sum())  # element by element: a scale below 1 flushes more, rescues none
     dynamic, steps, skipped, reasoning = _dynamic_steady_state(fmt, largest, all_finite)
     return LossScale(fmt.name, headroom, largest, unscaled.total, 2.0**k, unscaled.flushed_to_zero,
-                     scaled.flushed_to_zero, unscaled.subnormal, scaled.subnormal, scaled.overflow, dynamic, steps,
-                     skipped, reasoning)  # fmt: skip
+                     scaled.flushed_to_zero, rescued, unscaled.subnormal, scaled.subnormal, unscaled.overflow,
+                     scaled.overflow, saturates, dynamic, steps, skipped, reasoning)  # fmt: skip
 
 
-def _flags(gradients: list[torch.Tensor], fmt: Format, scale: float) -> Flags:
-    total = Flags()
+def _rounding(gradients: list[torch.Tensor], fmt: Format, scale: float) -> tuple[Flags, torch.Tensor]:
+    """The codec's flags of every gradient element times `scale` rounded to fmt, and which elements flush: a
+    nonzero finite value that rounds to zero (flat, in the order of all_gradients)."""
+    total, flushed = Flags(), []
     with suspended():
         for g in gradients:
-            scaled = g.double() * scale  # exact: a power of two times a float32 value stays in float64's range
-            total += round_to(scaled, fmt, flags=True, on_nan="zero")[1]
-    return total
+            scaled = g.reshape(-1).double().cpu() * scale  # exact: 2^k × a float32 value stays in float64's range
+            rounded, flags = round_to(scaled, fmt, flags=True, on_nan="zero")
+            total += flags
+            flushed.append(torch.isfinite(scaled) & (scaled != 0) & (rounded == 0))
+    return total, torch.cat(flushed or [torch.zeros(0, dtype=torch.bool)])
 
 
 def _survives(fmt: Format, value: float) -> bool:
@@ -453,12 +497,19 @@ def _dynamic_steady_state(fmt: Format, largest: float, all_finite: bool) -> tupl
     if not all_finite:
         return None, None, None, "the fp32 gradients already hold inf/NaN: it halves at every step, toward 0"
     scaler = DynamicLossScaler()
+    start, interval, top = round(math.log2(scaler.init_scale)), scaler.growth_interval, _LARGEST_SCALE_EXPONENT
     k = power_of_two_at_most(Fraction(fmt.max) / Fraction(largest))  # 2^k × largest ≤ max: finite for sure
-    k += _survives(fmt, largest * 2.0 ** (k + 1))  # between max and the overflow threshold it rounds to max: finite
+    if fmt.overflow == "saturate":  # an overflow rounds to ±max: GradScaler's inf/NaN check never fires
+        clipped = f"from {_power(2.0 ** (k + 1))} on" if k < top else "never"
+        return 2.0**top, (top - start) * interval, 0, (
+            "the format saturates (beyond max is ±max, never inf), so no step is ever skipped: it grows for "
+            f"{(top - start) * interval} clean steps to {_power(2.0**top)}, the largest fp32 scale, and "
+            f"{clipped} the largest gradient is silently clipped to max")  # fmt: skip
+    if k < top:  # 2^(k+1) is still an fp32 scale: between max and the overflow threshold it rounds to max, finite
+        k += _survives(fmt, largest * 2.0 ** (k + 1))
     k = _fp32_scale(k)
-    start, interval = round(math.log2(scaler.init_scale)), scaler.growth_interval
     growth = f"grows for {(k - start) * interval} clean steps to {_power(2.0**k)}"
-    if k == _LARGEST_SCALE_EXPONENT and _survives(fmt, largest * 2.0**k):  # 2^128 is no fp32 number
+    if k == top and _survives(fmt, largest * 2.0**k):  # 2^128 is no fp32 number
         return 2.0**k, (k - start) * interval, 0, f"{growth}: no fp32 scale overflows {fmt.name}"
     cycle = f"every {interval}th step then tries {_power(2.0 ** (k + 1))}, overflows and is skipped"
     if k < start:
@@ -515,23 +566,31 @@ def _percent(count: int, total: int) -> str:
 
 
 def _loss_scale_section(result: Audit) -> list[RenderableType]:
-    columns = ["format", "largest gradient", f"scale (headroom {result.headroom:g})",
-               "flushed unscaled", "flushed scaled", "rescued", "GradScaler settles at"]  # fmt: skip
+    columns = ["format", "largest gradient", "scale", "overflow unscaled", "flushed unscaled", "flushed scaled",
+               "rescued", "GradScaler settles at"]  # fmt: skip
     rows = [[s.format, _number(s.largest), "-" if s.recommended is None else _power(s.recommended),
-             str(s.flushed_unscaled), str(s.flushed_scaled), str(s.rescued),
+             str(s.overflow_unscaled), str(s.flushed_unscaled), str(s.flushed_scaled), str(s.rescued),
              "-" if s.dynamic is None else _power(s.dynamic)] for s in result.loss_scales.values()]  # fmt: skip
     total = next(iter(result.loss_scales.values())).total
-    heading = ("\nLoss scales: the largest power of two that keeps the largest gradient below max / headroom, and\n"
-               f"the gradient elements (of {total}: activation and parameter gradients) it rescues from flushing to "
-               "zero")  # fmt: skip
+    heading = (f"\nLoss scales: the largest power of two that keeps the largest gradient below max / headroom "
+               f"({result.headroom:g}), and\nthe gradient elements (of {total}: activation and parameter gradients) "
+               "it rescues from flushing to zero")  # fmt: skip
     why = [Text(f"{scaler_rules()}:", style="dim")]
     why += [Text(f"  {s.format}: {_needs(s)}{s.reasoning}", style="dim") for s in result.loss_scales.values()]
     return [Text(heading, style="bold"), table(columns, rows), *why]
 
 
 def _needs(scale: LossScale) -> str:
-    unneeded = scale.recommended is not None and not scale.flushed_unscaled
-    return "needs no scale (nothing flushes); " if unneeded else ""
+    if scale.recommended is None:
+        return ""
+    if scale.overflow_unscaled:
+        return f"{scale.overflow_unscaled} gradient elements overflow unscaled: the scale must be below 1; "
+    return "" if scale.flushed_unscaled else "needs no scale (nothing flushes or overflows); "
+
+
+def _unaudited_lines(result: Audit) -> list[RenderableType]:
+    return [Text(f"{path}: never called as a module (its weights used functionally): its output is not audited.",
+                 style="yellow") for path in result.unaudited]  # fmt: skip
 
 
 def _first_nonfinite_line(result: Audit) -> Text:
