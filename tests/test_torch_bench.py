@@ -30,7 +30,6 @@ from fpsim.torch.bench import (  # noqa: E402
     LiveBytes,
     StepRow,
     interleaved_seconds,
-    matmul_precision,
     memory_verdict,
     speed_verdict,
 )
@@ -382,32 +381,25 @@ def test_peak_memory_on_cuda_is_the_steps_own_kept_state_plus_what_it_adds(monke
     assert log == ["sync", "before", "reset", "step", "sync", "read"]
 
 
-def test_matmul_precision_sets_tf32_and_restores_every_flag_even_after_an_error():
-    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = (cuda.allow_tf32, cudnn.allow_tf32, torch.get_float32_matmul_precision())
-    try:
-        cuda.allow_tf32, cudnn.allow_tf32 = True, False
-        torch.set_float32_matmul_precision("medium")
-        with matmul_precision(tf32=False):
-            assert (cuda.allow_tf32, cudnn.allow_tf32, torch.get_float32_matmul_precision()) == (
-                False,
-                False,
-                "highest",
-            )
-        inside = []
+def test_tf32_is_on_only_around_the_tf32_regions_and_ieee_fp32_around_the_steps(monkeypatch):
+    log = []
 
-        def fail_inside() -> None:
-            with matmul_precision(tf32=True):
-                inside.append((cuda.allow_tf32, cudnn.allow_tf32, torch.get_float32_matmul_precision()))
-                raise RuntimeError("inside")
+    @contextlib.contextmanager
+    def fp32_matmul(tf32: bool = False):
+        log.append(f"tf32={tf32}")
+        yield
 
-        with pytest.raises(RuntimeError, match="inside"):
-            fail_inside()
-        assert inside == [(True, True, "high")]
-        assert (cuda.allow_tf32, cudnn.allow_tf32, torch.get_float32_matmul_precision()) == (True, False, "medium")
-    finally:
-        cuda.allow_tf32, cudnn.allow_tf32 = saved[0], saved[1]
-        torch.set_float32_matmul_precision(saved[2])
+    monkeypatch.setattr(bench_module, "fp32_matmul", fp32_matmul)
+    monkeypatch.setattr(bench_module, "_product", lambda dtype, n, device: lambda: log.append(dtype))
+    bench_module.measure_matmuls(["fp32", "tf32"], 16, torch.device("cpu"), SMALL_PLAN)
+    calls = SMALL_PLAN.flops_per_region // (2 * 16**3)  # products per timed region
+    one_round = ["tf32=False", *["fp32"] * calls, "tf32=True", *["tf32"] * calls]
+    assert log == one_round * (SMALL_PLAN.warmup + SMALL_PLAN.repeat)
+    log.clear()
+    monkeypatch.setattr(bench_module, "measure_matmuls", lambda *a: [])
+    monkeypatch.setattr(bench_module, "measure_steps", lambda *a: log.append("steps") or [])
+    bench_module.bench("cpu", quick=True, models=["digits-mlp"])
+    assert log == ["tf32=False", "steps"]
 
 
 @pytest.mark.parametrize(("capability", "tf32", "fp8"), [((7, 0), False, False), ((8, 0), True, False),

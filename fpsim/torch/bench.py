@@ -28,6 +28,7 @@ from fpsim import __version__
 from fpsim._bench_text import SCHEMA, SPREAD_LIMIT, busy, mebibytes, milliseconds, spread, unreliable
 from fpsim._terminal import table
 from fpsim.torch import models as bundled
+from fpsim.torch._settings import first_line, fp32_matmul
 from fpsim.torch.fp8_linear import Fp8Linears
 from fpsim.torch.training import resolve_device
 
@@ -330,20 +331,6 @@ def _on(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-@contextlib.contextmanager
-def matmul_precision(tf32: bool) -> Iterator[None]:
-    """TF32 on or off for fp32 matmuls and convolutions (CUDA flags and float32_matmul_precision), restored after."""
-    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = (cuda.allow_tf32, cudnn.allow_tf32, torch.get_float32_matmul_precision())
-    cuda.allow_tf32 = cudnn.allow_tf32 = tf32
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    try:
-        yield
-    finally:
-        cuda.allow_tf32, cudnn.allow_tf32 = saved[0], saved[1]
-        torch.set_float32_matmul_precision(saved[2])
-
-
 # ---- matmul throughput ------------------------------------------------------------------------------------------
 def unavailable(dtype: str, device: torch.device) -> str | None:
     """Why `dtype` has no matmul of its own on `device`, or None where it has one."""
@@ -384,7 +371,7 @@ def measure_matmuls(dtypes: Sequence[str], n: int, device: torch.device, plan: _
     flops = 2 * n**3
     calls = max(1, plan.flops_per_region // flops)
     regions = {dtype: _repeated(_product(dtype, n, device), calls) for dtype in dtypes}
-    precision = lambda dtype: matmul_precision(tf32=dtype == "tf32")  # noqa: E731
+    precision = lambda dtype: fp32_matmul(tf32=dtype == "tf32")  # noqa: E731
     measured = interleaved_seconds(regions, device, plan.repeat, plan.warmup, setting=precision)
     rows = []
     for dtype, seconds in measured.items():
@@ -525,13 +512,8 @@ def _first_run(step: _Step, policy: str) -> str | None:
     except (RuntimeError, TypeError) as err:  # torch._scaled_mm is private: its rules change between releases
         if policy != "fp8":
             raise
-        return f"failed with torch {torch.__version__}: {_first_line(err)}"
+        return f"failed with torch {torch.__version__}: {first_line(err)}"
     return None
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
 def _ran(policy: str, device: torch.device) -> str:
@@ -637,6 +619,6 @@ def bench(
     with _on(where):
         for n in plan.sizes:
             matmul += measure_matmuls([dtype for dtype in MATMUL_DTYPES if not missing[dtype]], n, where, plan)
-        with matmul_precision(tf32=False):
+        with fp32_matmul():
             steps = [row for name in names for row in measure_steps(name, chosen, where, quick)]
     return BenchReport(record, methods(where, plan, quick), quick, matmul, steps)
