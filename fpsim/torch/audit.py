@@ -510,7 +510,7 @@ def _dynamic_steady_state(fmt: Format, largest: float, all_finite: bool) -> tupl
     k = _fp32_scale(k)
     growth = f"grows for {(k - start) * interval} clean steps to {_power(2.0**k)}"
     if k == top and _survives(fmt, largest * 2.0**k):  # 2^128 is no fp32 number
-        return 2.0**k, (k - start) * interval, 0, f"{growth}: no fp32 scale overflows {fmt.name}"
+        return 2.0**k, (k - start) * interval, 0, f"{growth}: no fp32 scale overflows it"
     cycle = f"every {interval}th step then tries {_power(2.0 ** (k + 1))}, overflows and is skipped"
     if k < start:
         halves = f"halves {start - k} times to {_power(2.0**k)} ({start - k} steps skipped); {cycle}"
