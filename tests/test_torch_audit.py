@@ -369,12 +369,13 @@ def test_a_narrow_float_output_is_measured_as_its_values(dtype):
     assert (cast.nonzero_min, cast.nonzero_max, cast.shape) == (expected, expected, (4, 2))
 
 
-def test_an_error_in_the_audits_own_hooks_is_raised_as_it_is(monkeypatch):
+@pytest.mark.parametrize("failing_kind", ["activation", "gradient"])  # a forward hook, a backward hook
+def test_an_error_in_the_audits_own_hooks_is_raised_as_it_is(monkeypatch, failing_kind):
     audit_module = __import__("importlib").import_module("fpsim.torch.audit")
     measure = audit_module._measure
 
     def failing(x, formats, name, kind, *rest):
-        if kind == "activation":
+        if kind == failing_kind:
             raise RuntimeError("the audit's own bug")
         return measure(x, formats, name, kind, *rest)
 

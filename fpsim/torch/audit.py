@@ -267,7 +267,7 @@ def _check_arguments(model: object, batch: object, loss_fn: object, steps: objec
     if lr is not None and steps == 1:
         raise ValueError(f"lr={lr!r} has no effect with steps=1 (the SGD step runs between audited steps); "
                          "pass steps > 1 or leave lr out")  # fmt: skip
-    for name, value, least in (("headroom", headroom, 1.0), ("lr", _DEFAULT_LR if lr is None else lr, 0.0)):
+    for name, value, least in (("headroom", headroom, 1.0), *([("lr", lr, 0.0)] if lr is not None else [])):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < least:
             raise ValueError(f"{name} must be a finite number >= {least:g}, got {value!r}")
 
