@@ -487,14 +487,15 @@ def spec_scale(row, emax):
 
 
 def test_block_diagram_marks_what_the_spec_makes_of_each_element():
-    """mxfp4 (e2m1, emax 2, max 6, least subnormal 0.5): |x| ≤ X/4 flushes (a tie goes to the even 0), |x| > 6X
-    saturates. The outlier row's X is 2^3, so every neighbour at or below 2 flushes."""
+    """mxfp4 (e2m1, emax 2, max 6, least subnormal 0.5): |x| ≤ X/4 flushes (a tie goes to the even 0), |x| ≥ 7X
+    saturates (rounds past 6 to 8: the tie at 7 goes to the even 8). The outlier row's X is 2^3, so every neighbour at
+    or below 2 flushes."""
     rows = plots.blocks.outlier_example()
     figure, grid = plots.block_diagram(rows, "mxfp4")
     assert grid.shape == (2, 1)
     for axis, row in zip(grid[:, 0], rows):
         scale = spec_scale(row, 2)
-        flushed, saturated = np.abs(row) <= scale / 4, np.abs(row) > 6 * scale
+        flushed, saturated = np.abs(row) <= scale / 4, np.abs(row) >= 7 * scale
         title = axis.get_title(loc="left")
         assert f"{flushed.sum()} of 32 flushed to 0, {saturated.sum()} saturated at 6·X" in title
         assert f"= $2^{{{int(np.log2(scale))}}}$;" in title
@@ -504,11 +505,37 @@ def test_block_diagram_marks_what_the_spec_makes_of_each_element():
     assert not overlaps(extents(figure, [grid[0, 0].get_legend(), grid[0, 0], grid[1, 0]]))  # legend beside the data
 
 
-def test_block_diagram_of_nvfp4_names_both_scales():
+def test_block_diagram_of_nvfp4_shares_one_tensor_scale_between_the_rows():
+    """NVFP4's recipe for one tensor of both rows: s_t = fp32(amax / (448·6)), S_b = RNE_e4m3(amax_b / (6·s_t))."""
     rows = plots.blocks.outlier_example(16)
-    _, grid = plots.block_diagram(rows, "nvfp4")
-    title = grid[1, 0].get_title(loc="left")
-    assert "X = e4m3 block scale 448 × tensor scale" in title and "15 of 16 flushed to 0" in title
+    tensor_scale = float(np.float32(48.0 / 2688))  # the outlier 48 is the tensor's amax
+    figure, grid = plots.block_diagram(rows, "nvfp4")
+    for axis, row in zip(grid[:, 0], rows):
+        block_scale = min(float(fpsim.round(np.abs(row).max() / (6 * tensor_scale), "fp8_e4m3")), 448.0)
+        title = axis.get_title(loc="left")
+        assert f"X = e4m3 block scale {block_scale:g} × tensor scale {tensor_scale:.4g}" in title, title
+    assert "block scale 448 ×" not in grid[0, 0].get_title(loc="left")  # the small block's scale is its own
+    assert f"one tensor scale s_t = {tensor_scale:.4g} for both rows" in figure._suptitle.get_text()
+    assert "15 of 16 flushed to 0" in grid[1, 0].get_title(loc="left")
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "mxfp8_e4m3"])
+def test_block_diagram_title_says_what_the_outlier_did(name):
+    """The spec's rule gives each row's X; an element flushes when |x| ≤ X·(least subnormal)/2 (tie to the even 0)."""
+    fmt = fpsim.get_block_format(name)
+    rows = plots.blocks.outlier_example()
+    least = fmt.element.smallest_subnormal
+    flushed = [int(np.sum(np.abs(row) <= spec_scale(row, fmt.element.emax) * least / 2)) for row in rows]
+    figure = plots.block_diagram(rows, name)[0]
+    title = figure._suptitle.get_text()
+    (box,) = extents(figure, [figure._suptitle])
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.width  # nothing clipped
+    assert f"here {flushed[1]} of 32 flush to zero" in title
+    if flushed[1] > flushed[0]:  # mxfp4: the outlier's X flushes its neighbours
+        assert f"fall below the smallest element value times X:\nhere {flushed[1]} of 32" in title
+        assert f"against {flushed[0]} in the block without it" in title
+    else:  # mxfp8_e4m3: e4m3's wide range keeps them (the old title claimed a flush regardless)
+        assert flushed == [0, 0] and "still holds the small neighbours" in title and "fall below" not in title
 
 
 @pytest.mark.parametrize(
@@ -538,10 +565,21 @@ def test_block_error_measures_each_format_as_its_definition_says():
         expected = np.abs(reference - sample)[nonzero] / np.abs(sample[nonzero])
         assert np.array_equal(errors[name], expected)
     figure, grid = plots.block_error(sample, ["mxfp4", "fp8_e4m3"])
-    flushed = 100 * np.mean(errors["mxfp4"] == 1)
-    assert grid.shape == (1, 3) and f"flushed to 0: {flushed:.2g}%" in grid[0, 0].get_title()
+    for axis, reference in zip(grid[0], (mx, fp8)):  # flushed: nonzero in, zero out; the median, three digits
+        flushed = 100 * np.mean(reference[nonzero] == 0)
+        median = 100 * np.median(np.abs(reference - sample)[nonzero] / np.abs(sample[nonzero]))
+        assert f"median error {median:.3g}%, flushed to 0: {flushed:.3g}%" in axis.get_title()
+    assert grid.shape == (1, 3)
     assert [line.get_label() for line in grid[0, 2].get_lines()] == ["mxfp4", "fp8_e4m3"]
     assert not overlaps(extents(figure, [a.title for a in grid[0]]))
+
+
+@pytest.mark.parametrize("formats", [["fp4_e2m1"], ["mxfp4", "nvfp4"]])
+def test_block_error_title_fits_the_figure_with_few_formats(formats):
+    sample = plots.blocks.hidden_gradient("baseline", steps=2)
+    figure, _ = plots.block_error(sample, formats, source=plots.blocks.hidden_source("underflow", 150))
+    (box,) = extents(figure, [figure._suptitle])
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.width
 
 
 @pytest.mark.parametrize(
@@ -678,7 +716,12 @@ def test_cli_trains_with_progress_when_there_is_no_file(tmp_path, capsys):
         (["plot", "tensorcore", "-f", "fp16"], "--formats does not apply to `plot tensorcore`"),
         (["plot", "tensorcore", "16"], "VALUE (or --value) does not apply to `plot tensorcore`"),
         (["plot", "blocks", "-f", "mxfp4,nvfp4"], "plot blocks draws one block format; got --formats mxfp4,nvfp4"),
-        (["plot", "blocks", "-f", "fp8_e4m3"], "fp8_e4m3"),
+        (["plot", "blocks", "-f", "fp8_e4m3"], "'fp8_e4m3' is not one: give one of mxfp8_e4m3"),
+        (
+            ["plot", "blocks", "-f", "fp16"],
+            "plot blocks draws a block format; 'fp16' is not one: give one of mxfp8_e4m3",
+        ),
+        (["plot", "block-error", "-f", "mxfp4,e8m0"], "--formats: e8m0 has no sign, so it cannot hold a gradient"),
         (["plot", "blocks", "--steps", "3"], "--steps does not apply to `plot blocks`"),
         (["plot", "block-error", "--from", "EMPTY"], "--from does not apply to `plot block-error`"),
         (["plot", "block-error", "-f", "mxfp4,fp9"], "--formats: 'fp9' is neither a block format (mxfp8_e4m3"),

@@ -24,6 +24,7 @@ from fpsim.train import last_gradients, scenario
 ERROR_FORMATS = ("mxfp4", "nvfp4", "fp8_e4m3")  # two block formats against per-tensor-scaled FP8
 _KEPT, _FLUSHED, _SATURATED = "#0072B2", REGION_COLORS["flush"], "black"
 _FLOOR = 2.0**-12  # relative errors below this (exact values included) are drawn on this line
+_MIN_ERROR_WIDTH = 9.0  # inches: the error figure's title fits with one or two formats
 
 
 def outlier_example(block: int = 32, outlier: float = 48.0, seed: int = 0) -> np.ndarray:
@@ -50,24 +51,41 @@ def _rows(blocks: object, fmt: BlockFormat) -> np.ndarray:
 def block_diagram(blocks: object, fmt: BlockFormat | str = "mxfp4", ax: object = None):
     """One panel per block (row of `blocks`): each element's |x| and what quantizing the block to `fmt` made of it
     (fpsim.explain_block), on a log2 axis shaded by what the block's scale X lets an element become: flushed to 0,
-    subnormal, normal, saturated. Returns (Figure, Axes array)."""
+    subnormal, normal, above max (rounds to max; saturated where it rounds past). Returns (Figure, Axes array)."""
     fmt = get_block_format(fmt)
     rows = _rows(blocks, fmt)
+    # nvfp4: one tensor scale for all the rows, as for one tensor, so that each block's e4m3 scale shows its choice
+    tensor_scale = None if fmt.power_of_two else quantize_blocks(rows, fmt).tensor_scale
+    explained = [explain_block(row, fmt, tensor_scale=tensor_scale) for row in rows]
     figure, grid = panel_grid(ax, len(rows), 1, (11, 1.6 + 2.7 * len(rows)), sharex=True)
-    for axis, row in zip(grid[:, 0], rows):
-        _draw_block(axis, row, fmt)
+    for axis, row, explanation in zip(grid[:, 0], rows, explained):
+        _draw_block(axis, row, fmt, explanation)
     grid[-1, 0].set_xlabel("element index in the block")
     grid[0, 0].legend(handles=_legend(fmt.element), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1),
                       frameon=False)  # fmt: skip
     if ax is None:
+        shared = "" if fmt.power_of_two else f", under one tensor scale s_t = {tensor_scale:.4g} for both rows"
         figure.suptitle(f"{fmt.name}: {fmt.block} {fmt.element.name} elements share one {fmt.scale} scale X, chosen "
-                        "from the block's largest |x|.\nA large element raises X, and its small neighbours fall below "
-                        "the smallest element value times X: they flush to zero.", fontsize=10)  # fmt: skip
+                        f"from the block's largest |x|{shared}.\n{_outcome(explained, fmt)}", fontsize=10)  # fmt: skip
     return figure, grid
 
 
-def _draw_block(axis, row: np.ndarray, fmt: BlockFormat) -> None:
-    explained = explain_block(row, fmt)
+def _outcome(explained: list, fmt: BlockFormat) -> str:
+    """What the figure shows, from the results: whether the block with the larger |x| flushes more neighbours."""
+    low, high = min(explained, key=lambda e: e.amax), max(explained, key=lambda e: e.amax)
+    if low is high:
+        return (f"Elements at or below half the smallest {fmt.element.name} value times X flush to zero: "
+                f"{high.flushed} of {len(high.elements)} here.")  # fmt: skip
+    size = len(high.elements)
+    if high.flushed > low.flushed:
+        return (f"A large element raises X, and its small neighbours fall below the smallest element value times X:"
+                f"\nhere {high.flushed} of {size} flush to zero, against {low.flushed} in the block "
+                "without it.")  # fmt: skip
+    return (f"A large element raises X, yet {fmt.element.name}'s range below its max still holds the small "
+            f"neighbours:\nhere {high.flushed} of {size} flush to zero, as in the block without it.")  # fmt: skip
+
+
+def _draw_block(axis, row: np.ndarray, fmt: BlockFormat, explained) -> None:
     scale = explained.scale * explained.tensor_scale  # what one element unit is worth in this block
     status = np.array([element.status for element in explained.elements])
     magnitude, result = np.abs(row), np.abs([element.value for element in explained.elements])
@@ -104,7 +122,7 @@ def _scale_text(explained, fmt: BlockFormat) -> str:
 
 def _shade(axis, scale: float, element: Format, bottom: float, top: float) -> None:
     """What an element of |x| becomes under this scale: flushed below half the least subnormal times X, subnormal,
-    normal, saturated above max times X."""
+    normal, above max times X (clamped to max)."""
     edges = [bottom, scale * element.smallest_subnormal / 2, scale * element.smallest_normal, scale * element.max, top]
     for (low, high), region in zip(itertools.pairwise(edges), ("flush", "subnormal", "normal", "overflow")):
         axis.axhspan(low, high, color=REGION_COLORS[region], alpha=0.13 if region != "overflow" else 0.08, lw=0)
@@ -120,7 +138,7 @@ def _legend(element: Format) -> list:
         Patch(color=REGION_COLORS["flush"], alpha=0.3, label=f"|x| ≤ {half_least}·X: flushes to 0"),
         Patch(color=REGION_COLORS["subnormal"], alpha=0.3, label=f"subnormal {element.name} values · X"),
         Patch(color=REGION_COLORS["normal"], alpha=0.3, label=f"normal {element.name} values · X"),
-        Patch(color=REGION_COLORS["overflow"], alpha=0.2, label=f"above {element.max:g}·X: saturates"),
+        Patch(color=REGION_COLORS["overflow"], alpha=0.2, label=f"above {element.max:g}·X: becomes {element.max:g}·X"),
     ]
 
 
@@ -149,10 +167,15 @@ def check_error_format(name: object) -> str:
     if isinstance(name, str) and name in BLOCK_FORMATS:
         return name
     try:
-        return get_format(name).name
+        fmt = get_format(name)
     except (ValueError, TypeError):
         raise ValueError(f"formats: {name!r} is neither a block format ({', '.join(BLOCK_FORMATS)}) nor an element "
                          "format such as fp8_e4m3") from None  # fmt: skip
+    if not (fmt.signed and fmt.has_zero):  # E8M0: no sign, no zero, so no per-tensor scaled gradient either
+        raise ValueError(f"formats: {fmt.name} has no {'sign' if not fmt.signed else 'zero'}, so it cannot hold a "
+                         f"gradient; give a block format ({', '.join(BLOCK_FORMATS)}) or a signed element format such "
+                         "as fp8_e4m3")  # fmt: skip
+    return fmt.name
 
 
 def element_errors(sample: object, formats: Sequence[str] = ERROR_FORMATS) -> dict[str, np.ndarray]:
@@ -181,15 +204,16 @@ def block_error(
     errors = element_errors(sample, formats)
     values = np.asarray(sample, dtype=np.float64)
     magnitude = np.abs(values[values != 0])
-    figure, grid = panel_grid(ax, 1, len(formats) + 1, (3.6 * (len(formats) + 1) + 0.6, 4.4))
+    width = max(3.6 * (len(formats) + 1) + 0.6, _MIN_ERROR_WIDTH)  # room for the two-line title
+    figure, grid = panel_grid(ax, 1, len(formats) + 1, (width, 4.4))
     for axis, (fmt, error), color in zip(grid[0], errors.items(), _ERROR_COLORS):
         _scatter(axis, magnitude, error, fmt, color)
     grid[0, 0].set_ylabel("relative error |q − g| / |g|\n(top line: flushed to 0; bottom: exact)")
     _cumulative(grid[0, -1], errors)
     if ax is None:
         shape = " × ".join(map(str, values.shape))
-        figure.suptitle(f"{source} ({shape}, {magnitude.size} nonzero values) in each format: the per-element "
-                        "relative error", fontsize=10)  # fmt: skip
+        figure.suptitle(f"{source} ({shape}, {magnitude.size} nonzero values):\nthe per-element relative error in "
+                        "each format", fontsize=10)  # fmt: skip
     return figure, grid
 
 
@@ -203,8 +227,8 @@ def _scatter(axis, magnitude: np.ndarray, error: np.ndarray, fmt: str, color: st
     axis.set_yscale("log", base=2)
     axis.set_ylim(_FLOOR / 2, 2)
     axis.set_xlabel("|g|")
-    axis.set_title(f"{_describe(fmt)}\nmedian error {100 * np.median(error):.2g}%, flushed to 0: "
-                   f"{100 * np.mean(error == 1):.2g}%", fontsize=9)  # fmt: skip
+    axis.set_title(f"{_describe(fmt)}\nmedian error {100 * np.median(error):.3g}%, flushed to 0: "
+                   f"{100 * np.mean(error == 1):.3g}%", fontsize=9)  # fmt: skip
 
 
 def _cumulative(axis, errors: dict[str, np.ndarray]) -> None:
