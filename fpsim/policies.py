@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from fpsim.blocks import BLOCK_FORMATS, BlockFormat, get_block_format, quantize_blocks
+from fpsim.blocks import BLOCK_FORMATS, BlockQuantized, get_block_format, quantize_blocks
 from fpsim.codec import round as round_to
 from fpsim.flags import Flags, suspended
 from fpsim.formats import FP32, FP64, Format, get_format
@@ -169,6 +169,7 @@ class Precision:
         self.gradient_flags = Flags()
         self.max_activation = 0.0
         self.gradients_seen: list[np.ndarray] = []  # the values each gradient cast received, for histograms
+        self._gradient_casts: list[np.ndarray] = []  # what each gradient cast returned: the backward operands
 
     def cast(self, x: np.ndarray, fmt: Format) -> np.ndarray:
         """x rounded to fmt (nearest even); into narrow formats with per-tensor scaling when the policy says so."""
@@ -178,7 +179,6 @@ class Precision:
             if self.policy.per_tensor_scaling and fmt.bits <= 8:
                 return scaled_cast(x, fmt)
             return round_to(x, fmt, overflow="saturate" if not fmt.has_inf else None, on_nan="zero")
-
 
     def activation(self, x: np.ndarray) -> np.ndarray:
         """A forward tensor in the compute format; records the largest magnitude seen before rounding."""
@@ -196,6 +196,7 @@ class Precision:
             else:
                 rounded, flags = round_to(g, self.grads, flags=True, on_nan="zero")
         self.gradient_flags += flags
+        self._gradient_casts.append(rounded)
         return rounded
 
     def matmul(self, a: np.ndarray, b: np.ndarray, out: Format) -> np.ndarray:
@@ -204,12 +205,14 @@ class Precision:
 
         With a block format, a's rows and b's columns (the reduced axis of each) are quantized in blocks first, as
         a block-scaled GEMM receives them, and NVFP4's two per-tensor scales multiply the result (the GEMM's alpha).
+        Where an operand is a gradient (a backward product's dz), what its block quantization flushed counts in
+        `gradient_flags`, as a gradient cast: so a run's flushed % shows what block scaling flushes.
         Products of fp16, bf16, tf32, fp8 or block-scaled values are exact in fp32, so float32 BLAS is fp32
         accumulation.
         """
         alpha = 1.0
         if self.blocks is not None:
-            (a, scale_a), (b, scale_b) = block_operand(a, self.blocks, -1), block_operand(b, self.blocks, 0)
+            (a, scale_a), (b, scale_b) = self._block_operand(a, -1), self._block_operand(b, 0)
             alpha = np.float32(scale_a) * np.float32(scale_b)  # the GEMM's fp32 alpha, one rounding (1 for MX)
         with np.errstate(all="ignore"):  # inf and NaN propagate through the product, as on the hardware
             if self.unit is not None:  # operands are compute (or equal grads) values: "exact" refuses any other
@@ -219,6 +222,13 @@ class Precision:
             else:
                 product = a @ b * float(alpha)
         return self.cast(product, out)
+
+    def _block_operand(self, x: np.ndarray, axis: int) -> tuple[np.ndarray, float]:
+        """x as a block-scaled GEMM receives it (block_operand); a gradient operand's block flushes are counted."""
+        quantized = quantize_blocks(x, self.blocks, axis=axis)
+        if any(x is cast for cast in self._gradient_casts):  # the very array a gradient cast returned
+            self.gradient_flags += Flags(total=x.size, flushed_to_zero=quantized.flags.total_flushed)
+        return block_operand(quantized)
 
 
 def scaled_cast(x: np.ndarray, fmt: Format) -> np.ndarray:
@@ -231,8 +241,7 @@ def scaled_cast(x: np.ndarray, fmt: Format) -> np.ndarray:
     return np.ldexp(round_to(np.ldexp(x, shift), fmt, overflow="saturate", on_nan="zero"), -shift)
 
 
-def block_operand(x: np.ndarray, fmt: BlockFormat, axis: int) -> tuple[np.ndarray, float]:
-    """x quantized in blocks along `axis` as a block-scaled GEMM receives it: elements times their block scales
-    (exact in fp32), and the per-tensor scale (NVFP4's; 1 for MX) that the GEMM applies to its result."""
-    quantized = quantize_blocks(x, fmt, axis=axis)
+def block_operand(quantized: BlockQuantized) -> tuple[np.ndarray, float]:
+    """A block-quantized operand as a block-scaled GEMM receives it: elements times their block scales (exact in
+    fp32), and the per-tensor scale (NVFP4's; 1 for MX) that the GEMM applies to its result."""
     return quantized.values / quantized.tensor_scale, quantized.tensor_scale  # exact: values were formed exactly

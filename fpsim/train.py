@@ -220,7 +220,8 @@ class History:
     loss: list[float] = field(default_factory=list)
     scale: list[float] = field(default_factory=list)
     skipped: list[bool] = field(default_factory=list)
-    flushed: list[float] = field(default_factory=list)
+    flushed: list[float] = field(default_factory=list)  # per step: nonzero gradients cast to zero (block policies:
+    # with the gradient operands' block quantization in the backward products), over all gradient values cast
     subnormal: list[float] = field(default_factory=list)
     lost_updates: list[float] = field(default_factory=list)
     max_activation: list[float] = field(default_factory=list)

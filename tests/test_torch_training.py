@@ -165,6 +165,16 @@ def test_block_policies_follow_the_simulator(policy):
     assert f"fake-quantized to {blocks} blocks along its reduction axis" in real.environment["mechanism"]
 
 
+@pytest.mark.parametrize("policy", ["mxfp4", "nvfp4"])
+def test_block_policies_count_block_flushes_of_the_gradient_operands(policy):
+    """Both backends count what block quantization of each backward product's dy flushes (the simulator's test pins
+    the count to the spec); torch's census also counts every other fp32 backward op, so its share is smaller."""
+    config = Config(policy=policy, steps=3, eval_every=3)
+    simulated, real = train.run(config), torch_run(config)
+    assert np.mean(real.flushed) > 0.01 and np.mean(simulated.flushed) > 0.01
+    assert np.mean(torch_run(Config(policy="fp32", steps=3, eval_every=3)).flushed) == 0
+
+
 def test_a_policy_torch_cannot_run_fails_before_training():
     policy = train.Policy("odd", "fp16", "fp32", "bf16", "fp32")
     with pytest.raises(ValueError, match="policy 'odd' has no torch mechanism"):

@@ -400,6 +400,28 @@ def test_a_block_policy_quantizes_both_operands_along_the_reduction_axis(policy)
     assert not np.array_equal(expected, across) and not np.array_equal(expected, fp32_product(a, b))
 
 
+def test_block_flushes_of_a_gradient_operand_count_as_gradient_flushes():
+    """A backward product's dz (what a gradient cast returned) is block-quantized like any operand; the nonzero values
+    that the spec's rule (mx_reference) sends to zero count as flushed gradients, the forward operands do not."""
+    rng = np.random.default_rng(5)
+    h, w = (fpsim.round(rng.standard_normal(shape), "fp32") for shape in ((40, 8), (8, 6)))
+    g = fpsim.round(rng.standard_normal((40, 6)) * np.exp2(rng.integers(-12, 1, (40, 6))), "fp32")
+    p = Precision(get_policy("mxfp4"))
+    p.matmul(h, w, FP32)  # forward: activations and weights, not gradients
+    assert p.gradient_flags.total == 0
+    dz = p.gradient(g)  # an fp32 cast of fp32 values: nothing flushed
+    p.matmul(h.T, dz, FP32)  # dW: dz in blocks along the batch axis
+    p.matmul(dz, w.T, FP32)  # dx: dz in blocks along its last axis
+    flushed = [np.count_nonzero((mx_reference(dz, "fp4_e2m1", 2, axis) == 0) & (dz != 0)) for axis in (0, -1)]
+    assert min(flushed) > 0  # magnitudes spread over 2^12 under one scale per block: the small ones flush
+    assert p.gradient_flags.flushed_to_zero == sum(flushed) and p.gradient_flags.total == 3 * dz.size
+
+
+def test_mxfp4_training_reports_what_block_scaling_flushes():
+    fp32, mxfp4 = (run(Config(policy=p, steps=3, eval_every=3)) for p in ("fp32", "mxfp4"))
+    assert np.mean(fp32.flushed) == 0 and np.mean(mxfp4.flushed) > 0.01
+
+
 def test_block_policies_train_close_to_fp32():
     fp32, mxfp8, mxfp4 = (run(Config(policy=p, steps=40, eval_every=40)) for p in ("fp32", "mxfp8", "mxfp4"))
     assert mxfp8.policy["blocks"] == "mxfp8_e4m3" and mxfp8.loss != fp32.loss  # quantized from the first matmul

@@ -25,6 +25,7 @@ from torch.utils._pytree import tree_map
 
 from fpsim import data as datasets
 from fpsim import train as simulator
+from fpsim.blocks import get_block_format
 from fpsim.codec import round as round_to
 from fpsim.flags import Flags, suspended
 from fpsim.formats import FP32, Format, get_format
@@ -32,6 +33,7 @@ from fpsim.matrix_unit import MATRIX_UNITS
 from fpsim.nn import _EPS, MLP
 from fpsim.policies import Policy, Precision
 from fpsim.scaling import DynamicLossScaler
+from fpsim.torch.blocks import quantize_blocks
 from fpsim.torch.codec import round as fpsim_round
 from fpsim.torch.quantize import block_matmul
 
@@ -399,7 +401,8 @@ class Trainer:
             if fp8_matmul == "scaled_mm":
                 self.model.matmul = _ScaledMM.apply
         if self.mech.kind == "blocks":
-            self.model.matmul = lambda x, w: block_matmul(x, w, self.mech.blocks)
+            fmt = get_block_format(self.mech.blocks)
+            self.model.matmul = lambda x, w: _BlockGradientCount.apply(block_matmul(x, w, fmt), self, x.requires_grad)
 
     def _observe(self, t: torch.Tensor) -> None:
         finite = t.detach().abs().float()
@@ -605,6 +608,27 @@ class _ScaledFakeQuantize(torch.autograd.Function):
         rounded = scaled_round(grad, ctx.trainer.precision.grads)
         ctx.trainer.census.count(grad, rounded)
         return rounded, None
+
+
+class _BlockGradientCount(torch.autograd.Function):
+    """Identity forward on a block product's output y; backward counts what block quantization flushes of dy, the
+    gradient operand of the backward products (dx = dy·w quantizes dy along its last axis, dw = dyᵀ·x along its
+    first), as the simulator's Precision.matmul counts its gradient operands."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, trainer: Trainer, needs_dx: bool) -> torch.Tensor:
+        ctx.trainer, ctx.needs_dx = trainer, needs_dx
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        census, fmt = ctx.trainer.census, get_block_format(ctx.trainer.mech.blocks)
+        began = time.perf_counter()
+        for axis in (-1, 0)[not ctx.needs_dx :]:  # dx's operand (not for the first layer's input), then dw's
+            flushed = quantize_blocks(grad, fmt, axis=axis).flags.total_flushed
+            census.flags += Flags(total=grad.numel(), flushed_to_zero=flushed)
+        census.seconds += time.perf_counter() - began  # census work: left out of step times
+        return grad, None, None
 
 
 class _ScaledMM(torch.autograd.Function):
