@@ -172,7 +172,7 @@ def test_mx_matches_the_exact_reference(x, element, block, mode, rounding):
 
 @settings(max_examples=120)
 @given(
-    x=st.lists(with_specials(wide_floats(-60, 60), high=120), min_size=1, max_size=70),
+    x=st.lists(with_specials(wide_floats(-60, 60), high=110), min_size=1, max_size=70),  # amax / 2688 in fp32
     block=st.integers(1, 24),
     rounding=st.sampled_from(ROUNDINGS),
 )
