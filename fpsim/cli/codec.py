@@ -120,9 +120,7 @@ def cmd_formats(args: argparse.Namespace) -> None:
     note = (
         "fn = finite only: no infinities, and NaN (if any) only at the all-ones code; fnuz = finite, NaN at -0's "
         "code, one unsigned zero; fnu = finite, unsigned (no sign bit). NaN: "
-    ) + "; ".join(
-        f"{_NAN_NAMES[name]}: {meaning}" for name, meaning in NAN_ENCODINGS.items()
-    )
+    ) + "; ".join(f"{_NAN_NAMES[name]}: {meaning}" for name, meaning in NAN_ENCODINGS.items())
     show(table, Text(""), Text(note))
 
 
