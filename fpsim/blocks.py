@@ -6,14 +6,15 @@ scaled value; the scale is a function of the block's amax alone (and, for e4m3 s
 Sources and the choices made here:
 - OCP Microscaling Formats (MX) v1.0 spec, §6.3: X = 2^(floor(log2(max|V_i|)) − emax_elem), the elements
   P_i = V_i / X rounded to nearest even with normal numbers clamped (saturating) to ±max of the element format.
-  E8M0 holds 2^-127 … 2^127 (code 0xFF is NaN), and a NaN scale makes every value of its block NaN.
+  E8M0 holds 2^-127 … 2^127 (code 0xFF is NaN). Decoding (§5.1): a NaN scale makes every value of its block NaN;
+  under a finite scale an element's own NaN or ±inf stays that element's.
   * `saturated` counts IEEE 754 §7.4 overflows: elements whose rounding, as if the exponent range were unbounded,
     exceeds ±max (then clamped). An element just past max that rounds to max (449 in e4m3) is not saturated.
   * The exponent is clamped to [-127, 127]: an all-zero block (log2 0 = −inf) gets 2^-127, E8M0's smallest, as
     torchao (`to_mx`) and microxcaling (`_shared_exponents`) also give; a block past 2^(127+emax) keeps 2^127 and
     its elements saturate (microxcaling returns NaN there; no float32 input reaches it).
-  * A block holding NaN or ±inf gets a NaN scale and so NaN values: fpsim's choice for such input, the one torchao
-    makes (`to_mx` maps a non-finite amax to 0xFF); `on_nan="raise"` refuses such input instead.
+  * A block holding NaN or ±inf gets a NaN scale and so NaN values: fpsim's choice (the spec's NaN-scale rule is
+    about decoding), the one torchao makes (`to_mx` maps a non-finite amax to 0xFF); `on_nan="raise"` refuses it.
 - torchao's ScaleCalculationMode (torchao/prototype/mx_formats/mx_tensor.py, `to_mx`), with m = amax / 2^floor(log2
   amax) in [1, 2) and emax, max, nmant those of the element format:
   * "floor": floor(log2 amax) − emax (the OCP rule);
