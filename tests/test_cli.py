@@ -379,3 +379,22 @@ def test_plot_values_are_the_nearest_float64():
     for text in ("1e400", "1e-400"):
         with pytest.raises(UsageError, match="outside float64's range"):
             parse_value(text)
+
+
+def _command_names() -> list[str]:
+    from fpsim.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    return sorted(commands.choices)
+
+
+_COMMAND_NAMES = _command_names()
+
+
+@pytest.mark.parametrize("argv", [["--help"], *([name, "--help"] for name in _COMMAND_NAMES)], ids=" ".join)
+def test_every_help_prints_and_exits_0(capsys, argv):
+    """argparse formats help strings with %: a bare "50%" in one command's help broke `fpsim --help`."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 0 and captured.err == "" and "usage: fpsim" in captured.out

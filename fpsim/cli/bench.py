@@ -68,7 +68,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     cmd = commands.add_parser(
         "bench",
-        help='measure mixed precision here: matmul TFLOP/s, training-step time and memory, against "2–3×" and "50%"',
+        help='measure mixed precision here: matmul TFLOP/s, training-step time and memory, against "2–3×" and "50%%"',
         description="Measure on this machine: matmul throughput in fp32, tf32, fp16, bf16 (and fp8 where the GPU "
         "has it), and one training step of each bundled model (digits-mlp, digits-cnn, tiny-transformer) under fp32, "
         "amp (autocast fp16 + GradScaler) and bf16 (autocast): median time per step and peak memory, with the "
