@@ -208,6 +208,15 @@ def get_block_format(spec: BlockFormat | str) -> BlockFormat:
     return BLOCK_FORMATS[key]
 
 
+def block_format_or_none(spec: object) -> BlockFormat | None:
+    """The BlockFormat `spec` names (as get_block_format accepts it: a BlockFormat, a preset or alias in any case),
+    else None: for callers that tell block formats from element formats."""
+    try:
+        return get_block_format(spec)
+    except (TypeError, ValueError):
+        return None
+
+
 # ---- validation shared with fpsim.torch.blocks --------------------------------------------------------------
 @dataclass(frozen=True)
 class BlockPlan:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import fpsim
 from fpsim import BLOCK_FORMATS, BlockFormat, explain_block, get_block_format, quantize_blocks
 from fpsim._terminal import console
+from fpsim.blocks import block_format_or_none
 
 # OCP MX v1.0 §5.3 element formats: (emax, max normal, stored mantissa bits, emin)
 SPEC = {
@@ -437,6 +438,25 @@ def test_presets():
     assert BLOCK_FORMATS["mxfp8_e4m3"].bits_per_value == 8.25 and BLOCK_FORMATS["nvfp4"].bits_per_value == 4.5
     assert BlockFormat("e2m1", "float8_e8m0fnu", 8).name == "fp4_e2m1x8/e8m0"
     assert BlockFormat(fpsim.FP4_E2M1, fpsim.FP8_E4M3, 16).scale == "fp8_e4m3"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("mxfp8", "mxfp8_e4m3"),
+        (" NVFP4 ", "nvfp4"),
+        ("mxfp6", "mxfp6_e2m3"),
+        ("fp8_e4m3", None),
+        ("mxfp9", None),
+        (32, None),
+        (None, None),
+    ],
+)
+def test_block_format_or_none(spec, expected):
+    found = block_format_or_none(spec)
+    assert (found if found is None else found.name) == expected
+    custom = BlockFormat("e2m1", "e8m0", 8)
+    assert block_format_or_none(custom) is custom
 
 
 UNSIGNED_E4M3 = fpsim.Format("ue4m3", 4, 3, has_inf=False, nan="all_ones", signed=False)
