@@ -196,7 +196,8 @@ class Precision:
             else:
                 rounded, flags = round_to(g, self.grads, flags=True, on_nan="zero")
         self.gradient_flags += flags
-        self._gradient_casts.append(rounded)
+        if self.blocks is not None:  # only block products look the gradient operands up (_block_operand)
+            self._gradient_casts.append(rounded)
         return rounded
 
     def matmul(self, a: np.ndarray, b: np.ndarray, out: Format) -> np.ndarray:
