@@ -5,6 +5,7 @@ Invariant: `values(fmt)` only yields numbers that fmt represents exactly; hypoth
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -51,9 +52,7 @@ def formats(
     strategy = st.one_of(choices)
     if flush_to_zero:
         with_zero = strategy.filter(lambda f: f.has_zero)  # a format without zero has no subnormals to flush
-        ftz = with_zero.map(
-            lambda f: Format(f"{f.name}_ftz", f.nexp, f.nmant, f.bias, f.has_inf, f.nan, False, signed=f.signed)
-        )
+        ftz = with_zero.map(lambda f: dataclasses.replace(f, name=f"{f.name}_ftz", subnormals=False, _aliases=()))
         strategy = st.one_of(strategy, ftz)
     return strategy
 
