@@ -216,9 +216,7 @@ def audit(
         raise err.__cause__ from None
     every = recorder.all_gradients()
     finite = every[torch.isfinite(every)]
-    scales = {
-        f.name: _loss_scale(f, recorder.gradients, finite, headroom, finite.numel() == every.numel()) for f in fmts
-    }
+    scales = {f.name: _loss_scale(f, every, finite, headroom) for f in fmts}
     return Audit(tuple(f.name for f in fmts), done, headroom, recorder.tensors, scales, finite, recorder.unaudited())
 
 
@@ -445,11 +443,10 @@ def _fp32_scale(k: int) -> int:
     return min(max(k, _SMALLEST_SCALE_EXPONENT), _LARGEST_SCALE_EXPONENT)
 
 
-def _loss_scale(
-    fmt: Format, gradients: list[torch.Tensor], finite: torch.Tensor, headroom: float, all_finite: bool
-) -> LossScale:
+def _loss_scale(fmt: Format, every: torch.Tensor, finite: torch.Tensor, headroom: float) -> LossScale:
+    """fmt's loss scale for `every` gradient element (all_gradients) of which `finite` are the finite ones."""
     nonzero = finite[finite != 0]
-    unscaled, flushed = _rounding(gradients, fmt, 1.0)
+    unscaled, flushed = _rounding(every, fmt, 1.0)
     saturates = fmt.overflow == "saturate"
     if nonzero.numel() == 0:
         return LossScale(fmt.name, headroom, None, unscaled.total, None, unscaled.flushed_to_zero,
@@ -458,25 +455,22 @@ def _loss_scale(
                          "no nonzero finite gradient: a loss scale would multiply zeros")  # fmt: skip
     largest = float(nonzero.abs().max())
     k = _fp32_scale(power_of_two_at_most(Fraction(fmt.max) / (Fraction(headroom) * Fraction(largest))))
-    scaled, flushed_scaled = _rounding(gradients, fmt, 2.0**k)
+    scaled, flushed_scaled = _rounding(every, fmt, 2.0**k)
     rescued = int((flushed & ~flushed_scaled).sum())  # element by element: a scale below 1 flushes more, rescues none
+    all_finite = finite.numel() == every.numel()
     dynamic, steps, skipped, reasoning = _dynamic_steady_state(fmt, largest, all_finite)
     return LossScale(fmt.name, headroom, largest, unscaled.total, 2.0**k, unscaled.flushed_to_zero,
                      scaled.flushed_to_zero, rescued, unscaled.subnormal, scaled.subnormal, unscaled.overflow,
                      scaled.overflow, saturates, dynamic, steps, skipped, reasoning)  # fmt: skip
 
 
-def _rounding(gradients: list[torch.Tensor], fmt: Format, scale: float) -> tuple[Flags, torch.Tensor]:
-    """The codec's flags of every gradient element times `scale` rounded to fmt, and which elements flush: a
-    nonzero finite value that rounds to zero (flat, in the order of all_gradients)."""
-    total, flushed = Flags(), []
+def _rounding(every: torch.Tensor, fmt: Format, scale: float) -> tuple[Flags, torch.Tensor]:
+    """The codec's flags of every gradient element (flat float64, as all_gradients) times `scale` rounded to fmt,
+    and which elements flush: a nonzero finite value that rounds to zero."""
+    scaled = every * scale  # exact: 2^k × a float32 value stays in float64's range
     with suspended():
-        for g in gradients:
-            scaled = g.reshape(-1).double().cpu() * scale  # exact: 2^k × a float32 value stays in float64's range
-            rounded, flags = round_to(scaled, fmt, flags=True, on_nan="zero")
-            total += flags
-            flushed.append(torch.isfinite(scaled) & (scaled != 0) & (rounded == 0))
-    return total, torch.cat(flushed or [torch.zeros(0, dtype=torch.bool)])
+        rounded, flags = round_to(scaled, fmt, flags=True, on_nan="zero")
+    return flags, torch.isfinite(scaled) & (scaled != 0) & (rounded == 0)
 
 
 def _survives(fmt: Format, value: float) -> bool:
