@@ -50,6 +50,7 @@ from rich.text import Text
 from fpsim._inputs import as_float64, as_real_array
 from fpsim._terminal import table
 from fpsim.codec import round as round_to
+from fpsim.flags import suspended
 from fpsim.formats import FP4_E2M1, FP6_E2M3, FP6_E3M2, FP8_E4M3, FP8_E5M2, FP32, Format, get_format
 from fpsim.rounding import CHUNK, Rounding, check_rounding
 
@@ -443,6 +444,7 @@ def split_blocks(rows: np.ndarray, block: int) -> list[np.ndarray]:
     return parts
 
 
+@suspended()  # its roundings are the kernel's own, not ones a track_flags block should count
 def quantize_blocks(
     x: object,
     fmt: BlockFormat | str,
@@ -619,6 +621,7 @@ def _rule(fmt: BlockFormat, scale_mode: str | None, amax: float, scale: float, t
     return f"scale = {how} = 2^{exponent} = {scale!r}{clamped}"
 
 
+@suspended()  # explaining is a query: the caller's flag counts must not see its roundings
 def explain_block(
     values: object,
     fmt: BlockFormat | str,

@@ -424,6 +424,16 @@ def test_inputs_of_any_float_dtype_and_lists():
     assert as32.values.dtype == np.float64
 
 
+@pytest.mark.parametrize("name", ["nvfp4", "mxfp4", "mxfp8"])
+def test_track_flags_counts_none_of_the_kernels_roundings(name):
+    x = np.linspace(-3, 3, 256)  # inexact in every format here: the rounding inside would count 256 and more
+    with fpsim.track_flags() as flags:
+        quantize_blocks(x, name)
+        explain_block(x[:16], name)
+        fpsim.round(x[:3], "fp8_e4m3")  # a plain rounding beside them still counts
+    assert flags.total == 3
+
+
 # ---- formats and bad input -----------------------------------------------------------------------------------
 def test_presets():
     assert {n: (f.element.name, f.scale, f.block) for n, f in BLOCK_FORMATS.items()} == {

@@ -114,6 +114,12 @@ def test_given_tensor_scale_partial_blocks_and_empty_input(device):
         assert_same_bits(expected, fpsim.torch.quantize_blocks(torch.zeros(shape, device=device), "mxfp8"))
 
 
+def test_track_flags_counts_none_of_the_kernels_roundings():
+    with fpsim.track_flags() as flags:
+        fpsim.torch.quantize_blocks(torch.linspace(-3, 3, 256, dtype=torch.float64), "nvfp4")
+    assert flags.total == 0
+
+
 def test_stochastic_rounding_draws_from_the_generator():
     x = torch.full((64,), 1.25)  # X = 2^(0 - 2): 1.25 / X = 5 lies between e2m1's 4 and 6, each draw picks one
     first = fpsim.torch.quantize_blocks(x, "mxfp4", rounding="stochastic", generator=7)

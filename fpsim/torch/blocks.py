@@ -23,6 +23,7 @@ from fpsim.blocks import (
     split_blocks,
     unbounded_element,
 )
+from fpsim.flags import suspended
 from fpsim.formats import FP8_E4M3, Format
 from fpsim.torch.codec import round as round_to
 
@@ -108,6 +109,7 @@ def _as_tensor(x: object) -> torch.Tensor:
     return x.detach().to(torch.float64)  # exact for every floating dtype
 
 
+@suspended()  # its roundings are the kernel's own, not ones a track_flags block should count
 def quantize_blocks(
     x: torch.Tensor,
     fmt: BlockFormat | str,
