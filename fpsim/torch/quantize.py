@@ -16,6 +16,8 @@ from torch.nn.utils import parametrize
 
 from fpsim.blocks import BLOCK_FORMATS, BlockFormat, get_block_format
 from fpsim.formats import Format, get_format
+from fpsim.policies import block_operand
+from fpsim.rounding import check_rounding
 from fpsim.torch.blocks import quantize_blocks
 from fpsim.torch.codec import _contains, _Plan
 from fpsim.torch.codec import round as round_to
@@ -107,8 +109,7 @@ def _rounder(fmt: object, rounding: object, overflow: object, on_nan: object, ge
         if value is not default:
             raise ValueError(f"{name}= does not apply to the block format {fmt!r}: its elements saturate and its "
                              f"rounding is deterministic; drop {name}")  # fmt: skip
-    _Plan.resolve("fp32", rounding, None, "raise", None, torch.device("cpu"))  # validates the rounding mode's name
-    return _BlockRounder(get_block_format(fmt), axis, rounding)
+    return _BlockRounder(get_block_format(fmt), axis, check_rounding(rounding))
 
 
 def _block_axis(axis: object, fmt: object, grad_fmt: object) -> int:
@@ -307,8 +308,8 @@ def _product(a: torch.Tensor, a_axis: int, b: torch.Tensor, b_axis: int, fmt: Bl
 
 
 def _operand(t: torch.Tensor, axis: int, fmt: BlockFormat) -> tuple[torch.Tensor, float]:
-    quantized = quantize_blocks(t.detach(), fmt, axis=axis)
-    return (quantized.values / quantized.tensor_scale).to(t.dtype), quantized.tensor_scale  # elements × block scales
+    elements_times_scales, tensor_scale = block_operand(quantize_blocks(t.detach(), fmt, axis=axis))
+    return elements_times_scales.to(t.dtype), tensor_scale
 
 
 def block_matmul(x: torch.Tensor, w: torch.Tensor, fmt: BlockFormat | str) -> torch.Tensor:
@@ -316,12 +317,11 @@ def block_matmul(x: torch.Tensor, w: torch.Tensor, fmt: BlockFormat | str) -> to
     backward products quantized to `fmt` in blocks along that product's reduction axis, as MX training runs it
     (torchao's MXLinear): the same numerics as fpsim's simulator under a policy with `blocks=`.
     x and w must be float32 or float64 matrices of one dtype; products accumulate in it."""
-    rounder = _rounder(fmt, "nearest_even", None, "raise", None, -1)
-    if not isinstance(rounder, _BlockRounder):
+    if not _is_block_format(fmt):
         raise ValueError(f"fmt must be a block format ({', '.join(BLOCK_FORMATS)}); got {fmt!r}")
     for name, t in (("x", x), ("w", w)):
         if not isinstance(t, torch.Tensor) or t.dim() != 2:
             raise ValueError(f"{name} must be a 2-D torch.Tensor (block_matmul computes x @ w.T)")
         if t.dtype not in (torch.float32, torch.float64) or t.dtype != x.dtype:
             raise TypeError(f"x and w must both be float32 or both float64 tensors, got {x.dtype} and {w.dtype}")
-    return _BlockMatmul.apply(x, w, rounder.fmt)
+    return _BlockMatmul.apply(x, w, get_block_format(fmt))
