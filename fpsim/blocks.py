@@ -171,7 +171,7 @@ def unbounded_element(element: Format) -> Format:
             element.nmant,
             bias=element.bias,
             has_inf=False,
-            nan="none",
+            nan="negative_zero" if element.nan == "negative_zero" else "none",  # fnuz: -0 is NaN's code, so 0 is +0
             subnormals=element.subnormals,
             overflow="saturate",
         )
@@ -418,8 +418,6 @@ def _quantize_chunk(blocks: np.ndarray, plan: BlockPlan, tensor_scale: float, ro
         overflowed = np.abs(elements[beyond]) > element.max  # IEEE overflow: rounded past max
         saturated[beyond] = np.count_nonzero(overflowed, axis=1)
         elements[beyond] = np.clip(elements[beyond], -element.max, element.max)
-    if not element.has_negative_zero:
-        np.add(elements, 0.0, out=elements)  # -0 + 0 = +0: the one zero of fnuz elements
     values = elements * divisor[:, None]  # exact: element bits plus divisor bits stay within float64
     flushed = np.count_nonzero(elements == 0, axis=1) - np.count_nonzero(blocks == 0, axis=1)  # zeros stay zeros
     for per_block in (flushed, saturated):

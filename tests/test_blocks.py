@@ -20,9 +20,10 @@ from fpsim import BLOCK_FORMATS, BlockFormat, explain_block, get_block_format, q
 from fpsim._terminal import console
 from fpsim.blocks import block_format_or_none
 
-# OCP MX v1.0 §5.3 element formats: (emax, max normal, stored mantissa bits, emin)
+# OCP MX v1.0 §5.3 element formats, and AMD's fnuz e4m3 (one zero, +0): (emax, max normal, stored mantissa bits, emin)
 SPEC = {
     "fp8_e4m3": (8, Fraction(448), 3, -6),
+    "fp8_e4m3fnuz": (7, Fraction(240), 3, -7),
     "fp8_e5m2": (15, Fraction(57344), 2, -14),
     "fp6_e3m2": (4, Fraction(28), 2, -2),
     "fp6_e2m3": (2, Fraction(15, 2), 3, 0),
@@ -201,6 +202,16 @@ def test_zeros_keep_their_sign(name):
     result = quantize_blocks(np.array([-0.0, 0.0, -1e-30, 1e-30, 100.0]), name)
     assert list(np.signbit(result.elements)) == [True, False, True, False, False]
     assert list(np.signbit(result.values)) == [True, False, True, False, False]
+
+
+def test_fnuz_elements_have_only_plus_zero():
+    # fp8_e4m3fnuz (emax 7, least subnormal 2^-10): floor(log2 100) = 6 -> X = 2^-1. 100/X = 200, spacing 16 in
+    # [128, 256): 12.5 ties to 12 -> 192; -0.001/X = -0.002 = -2.05 least subnormals -> -2^-9; -1e-30 rounds to 0,
+    # which fnuz holds only as +0 (its -0 code is NaN), and -0 itself becomes +0.
+    result = quantize_blocks(np.array([-0.0, -1e-30, 100.0, -0.001]), BlockFormat("fp8_e4m3fnuz", "e8m0", 4))
+    assert result.scales.tolist() == [0.5] and result.elements.tolist() == [0, 0, 192, -(2.0**-9)]
+    assert list(np.signbit(result.elements)) == list(np.signbit(result.values)) == [False, False, False, True]
+    assert result.values.tolist() == [0, 0, 96, -(2.0**-10)] and result.flags.total_flushed == 1
 
 
 # ---- hand-worked examples, one or more per preset ------------------------------------------------------------

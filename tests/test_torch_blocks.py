@@ -58,7 +58,7 @@ def cases(draw):
     specials = [0.0, -0.0, math.nan, math.inf, -math.inf, *extremes]
     for special in draw(st.lists(st.sampled_from(specials), max_size=6)):
         x[rng.integers(size)] = special
-    element = draw(st.sampled_from(["fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1"]))
+    element = draw(st.sampled_from(["fp8_e4m3", "fp8_e4m3fnuz", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1"]))
     if not nvfp4:
         fmt, mode = BlockFormat(element, "e8m0", draw(st.integers(1, 33))), draw(st.sampled_from(MODES))
     else:

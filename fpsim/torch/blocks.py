@@ -74,8 +74,6 @@ def _quantize_rows(
     overflowed = elements.abs() > element.max  # IEEE overflow: rounded past max
     saturated = torch.count_nonzero(overflowed, dim=1)
     elements = elements.clamp(-element.max, element.max)
-    if not element.has_negative_zero:
-        elements = elements + 0.0  # -0 + 0 = +0: the one zero of fnuz elements
     values = elements * divisor[:, None]  # exact, as in NumPy
     flushed = torch.count_nonzero(elements == 0, dim=1) - torch.count_nonzero(blocks == 0, dim=1)  # zeros stay 0
     if bool(nan.any()):
