@@ -15,13 +15,39 @@ except ImportError as err:
         "fpsim.torch needs PyTorch; install it with: pip install fpsim[torch]", name="torch"
     ) from err
 
-from fpsim.torch.audit import Audit, audit
-from fpsim.torch.bench import BenchReport, bench
+import sys
+import types
+
 from fpsim.torch.blocks import quantize_blocks
 from fpsim.torch.codec import CLASSES, classify, decode, encode, round
 from fpsim.torch.matmul import matmul
 from fpsim.torch.native import NATIVE_CASTS, native_overflow
 from fpsim.torch.quantize import Quantize, block_matmul, fake_quantize, quantize
+
+_LAZY = {"Audit": "audit", "audit": "audit", "BenchReport": "bench", "bench": "bench"}  # name -> its submodule
+
+
+def __getattr__(name: str) -> object:
+    """audit and bench load on first use (with the figures they import, ~140 ms), as the eager import gave them."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"fpsim.torch.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'fpsim.torch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in ("audit", "bench") and isinstance(value, types.ModuleType):
+            value = getattr(value, name)  # importing the submodule binds its function here, not the module
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "CLASSES",
