@@ -54,10 +54,6 @@ from fpsim.flags import suspended
 from fpsim.formats import FP4_E2M1, FP6_E2M3, FP6_E3M2, FP8_E4M3, FP8_E5M2, FP32, Format, get_format
 from fpsim.rounding import CHUNK, Rounding, check_rounding
 
-SCALE_FORMATS = {
-    "e8m0": "a power of two 2^-127 … 2^127 (OCP MX's E8M0), chosen by scale_mode",
-    "fp8_e4m3": "an fp8 e4m3 value amax / (element max · tensor scale), under an fp32 tensor scale (NVFP4)",
-}
 SCALE_MODES = {
     "floor": "floor(log2 amax) − emax of the element (OCP MX v1.0); the largest elements may saturate",
     "rceil": "ceil(log2(amax / element max)): the smallest power of two under which nothing saturates",
@@ -419,9 +415,8 @@ def _quantize_chunk(blocks: np.ndarray, plan: BlockPlan, tensor_scale: float, ro
         saturated[beyond] = np.count_nonzero(overflowed, axis=1)
         elements[beyond] = np.clip(elements[beyond], -element.max, element.max)
     values = elements * divisor[:, None]  # exact: element bits plus divisor bits stay within float64
+    # NaN blocks were zeroed above, so they count no flushed or saturated elements
     flushed = np.count_nonzero(elements == 0, axis=1) - np.count_nonzero(blocks == 0, axis=1)  # zeros stay zeros
-    for per_block in (flushed, saturated):
-        per_block[nan] = 0
     elements[nan] = np.nan
     values[nan] = np.nan
     return elements, values, np.where(nan, np.nan, scales), flushed, saturated, nan
@@ -566,8 +561,7 @@ class BlockExplanation:
 
     def _table(self):
         rows = [
-            (e.index, repr(e.input), repr(e.scaled), _short(e.element), _short(e.value), e.status)
-            for e in self.elements
+            (e.index, repr(e.input), repr(e.scaled), repr(e.element), repr(e.value), e.status) for e in self.elements
         ]
         scaled = "input / scale" if self.fmt.power_of_two else "input / (scale·s_t)"  # the divisor an element sees
         return table(["#", "input", scaled, "element", "value", "what happened"], rows)
@@ -581,10 +575,6 @@ class BlockExplanation:
         buffer = io.StringIO()
         Console(file=buffer, width=120, color_system=None, highlight=False, soft_wrap=False).print(self)
         return buffer.getvalue().rstrip("\n")
-
-
-def _short(value: float) -> str:
-    return repr(float(value))
 
 
 def _status(x: float, scaled: float, element: float, unbounded: float, element_max: float) -> str:

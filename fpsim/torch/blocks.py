@@ -75,9 +75,9 @@ def _quantize_rows(
     saturated = torch.count_nonzero(overflowed, dim=1)
     elements = elements.clamp(-element.max, element.max)
     values = elements * divisor[:, None]  # exact, as in NumPy
+    # NaN blocks were zeroed above, so they count no flushed or saturated elements
     flushed = torch.count_nonzero(elements == 0, dim=1) - torch.count_nonzero(blocks == 0, dim=1)  # zeros stay 0
     if bool(nan.any()):
-        flushed, saturated = (torch.where(nan, 0, per_block) for per_block in (flushed, saturated))
         elements, values = (torch.where(nan[:, None], torch.nan, t) for t in (elements, values))
         scales = torch.where(nan, torch.nan, scales)
     return elements, values, scales, flushed, saturated, nan
