@@ -339,10 +339,8 @@ class _Recorder:
 
     def start_step(self, step: int) -> None:
         self.step, self._order, self._seen, self._calls = step, 0, {}, {}
-        modules = dict(self.model.named_modules())
         for name, parameter in self.model.named_parameters():
-            owner = name.rpartition(".")[0]
-            self.record(parameter.detach(), name, "parameter", owner if owner in modules else "")
+            self.record(parameter.detach(), name, "parameter", _owner(name))
 
     def hooks(self) -> ExitStack:
         stack = ExitStack()
@@ -350,8 +348,7 @@ class _Recorder:
             stack.callback(module.register_forward_hook(self._forward_hook(path)).remove)
         for name, parameter in self.model.named_parameters():
             if parameter.requires_grad:
-                owner = name.rpartition(".")[0]
-                stack.callback(parameter.register_hook(self._gradient_hook(name, "gradient", owner)).remove)
+                stack.callback(parameter.register_hook(self._gradient_hook(name, "gradient", _owner(name))).remove)
         return stack
 
     def _forward_hook(self, path: str):
@@ -396,19 +393,25 @@ class _Recorder:
         )
 
 
+def _owner(parameter_name: str) -> str:
+    """The path of the module holding a parameter ('' for the model itself): named_parameters' prefix."""
+    return parameter_name.rpartition(".")[0]
+
+
 def _owns_parameters(module: torch.nn.Module) -> bool:
     return next(module.parameters(recurse=False), None) is not None
 
 
 def _measure(x: torch.Tensor, formats: list[Format], name: str, kind: str, module: str, step: int, order: int):
     x = x if x.dtype in (torch.float32, torch.float64) else x.float()  # fp16, bf16, fp8 outputs: exact in float32
-    finite_nonzero = torch.isfinite(x) & (x != 0)
+    finite = torch.isfinite(x)
+    finite_nonzero = finite & (x != 0)
     magnitudes = x.abs()[finite_nonzero]
     return TensorStats(
         name, kind, module, step, order, tuple(x.shape),
         float(magnitudes.min()) if magnitudes.numel() else None,
         float(magnitudes.max()) if magnitudes.numel() else None,
-        int((~torch.isfinite(x)).sum()),
+        int((~finite).sum()),
         {fmt.name: _counts(x, fmt, finite_nonzero) for fmt in formats},
     )  # fmt: skip
 
@@ -523,10 +526,14 @@ def _summary(result: Audit) -> list[RenderableType]:
     counted = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in kinds.items() if n)
     steps = f"{result.steps} step{'s' if result.steps != 1 else ''}"
     return [Text(f"{len(result.tensors)} tensors of the fp32 run, {steps}: {counted}.\n"
-                 "kind: param (a weight or bias), act (a module's output), act-grad (its gradient), grad (a "
-                 "parameter's gradient).\n"
+                 f"kind: {_legend()}.\n"
                  "overflow, subnormal, flushed: % of the tensor's elements, counted by fpsim's codec.\n"
                  "error: |round(x) - x| / |x| over the elements that stay nonzero and finite.")]  # fmt: skip
+
+
+def _legend() -> str:
+    """Each abbreviated kind with its KINDS description (loss, not abbreviated, needs none)."""
+    return ", ".join(f"{_SHORT_KINDS[kind]} ({text})" for kind, text in KINDS.items() if _SHORT_KINDS[kind] != kind)
 
 
 def _format_section(result: Audit, fmt: str, rows: int) -> list[RenderableType]:
