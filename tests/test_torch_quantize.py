@@ -261,6 +261,20 @@ def test_block_matmul_is_the_simulators_three_products(fmt):
     assert not np.array_equal(y.detach().numpy(), xs @ ws.T)
 
 
+def test_block_matmul_reports_what_quantizing_the_gradient_flushed():
+    """dy is 2^-10 but for one 1.0: mxfp4's block of that 1.0 gets scale 2^(0-2), its smallest element 0.5·2^-2 =
+    2^-3, so the other 31 values of that block flush; dy's row 0 (along -1, for dx) and column 0 (along 0, for dw)."""
+    x = torch.ones(32, 32, requires_grad=True)
+    w = torch.ones(32, 32, requires_grad=True)
+    dy = torch.full((32, 32), 2.0**-10)
+    dy[0, 0] = 1.0
+    reported = []
+    ft.block_matmul(x, w, "mxfp4", gradient_flags=reported.append).backward(dy)
+    assert [(f.total, f.flushed_to_zero) for f in reported] == [(1024, 31), (1024, 31)]
+    with pytest.raises(TypeError, match="gradient_flags must be callable or None, got int"):
+        ft.block_matmul(x, w, "mxfp4", gradient_flags=1)
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [

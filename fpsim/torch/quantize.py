@@ -7,6 +7,7 @@ in the input's own dtype.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils import parametrize
 
 from fpsim.blocks import BLOCK_FORMATS, BlockFormat, get_block_format
+from fpsim.flags import Flags
 from fpsim.formats import Format, get_format
 from fpsim.policies import block_operand
 from fpsim.rounding import check_rounding
@@ -25,6 +27,7 @@ from fpsim.torch.codec import round as round_to
 __all__ = ["Quantize", "block_matmul", "fake_quantize", "quantize"]
 
 _DTYPE_FORMATS = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
+FlagsSink = Callable[[Flags], None]  # receives the flags of a block quantization
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -286,37 +289,52 @@ class _BlockMatmul(torch.autograd.Function):
     quantizes both its operands in blocks along the axis that product reduces, from the unquantized tensors."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, fmt: BlockFormat, gradient_flags: FlagsSink | None):
         ctx.save_for_backward(x, w)
-        ctx.fmt = fmt
+        ctx.fmt, ctx.gradient_flags = fmt, gradient_flags
         return _product(x, -1, w.T, 0, fmt)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         x, w = ctx.saved_tensors
-        dx = _product(grad, -1, w, 0, ctx.fmt) if ctx.needs_input_grad[0] else None
-        dw = _product(grad.T, -1, x, 0, ctx.fmt) if ctx.needs_input_grad[1] else None
-        return dx, dw, None
+        fmt, sink = ctx.fmt, ctx.gradient_flags  # dy is quantized along its last axis for dx, its first for dw
+        dx = _product(grad, -1, w, 0, fmt, sink) if ctx.needs_input_grad[0] else None
+        dw = _product(grad.T, -1, x, 0, fmt, sink) if ctx.needs_input_grad[1] else None
+        return dx, dw, None, None
 
 
-def _product(a: torch.Tensor, a_axis: int, b: torch.Tensor, b_axis: int, fmt: BlockFormat) -> torch.Tensor:
+def _product(
+    a: torch.Tensor, a_axis: int, b: torch.Tensor, b_axis: int, fmt: BlockFormat, a_flags: FlagsSink | None = None
+) -> torch.Tensor:
     """a @ b of block-scaled operands in a's dtype: elements times block scales multiplied and summed, then NVFP4's
-    two per-tensor scales applied once as the GEMM's alpha (fpsim.policies.Precision.matmul's model)."""
-    (a, scale_a), (b, scale_b) = _operand(a, a_axis, fmt), _operand(b, b_axis, fmt)
+    two per-tensor scales applied once as the GEMM's alpha (fpsim.policies.Precision.matmul's model).
+    `a_flags` receives what quantizing a flushed."""
+    (a, scale_a), (b, scale_b) = _operand(a, a_axis, fmt, a_flags), _operand(b, b_axis, fmt)
     alpha = torch.tensor(scale_a, dtype=torch.float32) * torch.tensor(scale_b, dtype=torch.float32)  # one rounding
     return a @ b * alpha.to(device=a.device, dtype=a.dtype)
 
 
-def _operand(t: torch.Tensor, axis: int, fmt: BlockFormat) -> tuple[torch.Tensor, float]:
-    elements_times_scales, tensor_scale = block_operand(quantize_blocks(t.detach(), fmt, axis=axis))
+def _operand(
+    t: torch.Tensor, axis: int, fmt: BlockFormat, flags: FlagsSink | None = None
+) -> tuple[torch.Tensor, float]:
+    quantized = quantize_blocks(t.detach(), fmt, axis=axis)
+    if flags is not None:
+        flags(Flags(total=t.numel(), flushed_to_zero=quantized.flags.total_flushed))
+    elements_times_scales, tensor_scale = block_operand(quantized)
     return elements_times_scales.to(t.dtype), tensor_scale
 
 
-def block_matmul(x: torch.Tensor, w: torch.Tensor, fmt: BlockFormat | str) -> torch.Tensor:
+def block_matmul(
+    x: torch.Tensor, w: torch.Tensor, fmt: BlockFormat | str, *, gradient_flags: FlagsSink | None = None
+) -> torch.Tensor:
     """x @ w.T (a Linear without bias: x is batch × in, w is out × in) with every operand of the forward and both
     backward products quantized to `fmt` in blocks along that product's reduction axis, as MX training runs it
     (torchao's MXLinear): the same numerics as fpsim's simulator under a policy with `blocks=`.
-    x and w must be float32 or float64 matrices of one dtype; products accumulate in it."""
+    x and w must be float32 or float64 matrices of one dtype; products accumulate in it.
+    `gradient_flags`, if given, is called in the backward pass with the Flags (total, flushed_to_zero) of each block
+    quantization of the incoming gradient dy (one for dx, one for dw), as fpsim's simulator counts them."""
+    if gradient_flags is not None and not callable(gradient_flags):
+        raise TypeError(f"gradient_flags must be callable or None, got {type(gradient_flags).__name__}")
     if not _is_block_format(fmt):
         raise ValueError(f"fmt must be a block format ({', '.join(BLOCK_FORMATS)}); got {fmt!r}")
     for name, t in (("x", x), ("w", w)):
@@ -324,4 +342,4 @@ def block_matmul(x: torch.Tensor, w: torch.Tensor, fmt: BlockFormat | str) -> to
             raise ValueError(f"{name} must be a 2-D torch.Tensor (block_matmul computes x @ w.T)")
         if t.dtype not in (torch.float32, torch.float64) or t.dtype != x.dtype:
             raise TypeError(f"x and w must both be float32 or both float64 tensors, got {x.dtype} and {w.dtype}")
-    return _BlockMatmul.apply(x, w, get_block_format(fmt))
+    return _BlockMatmul.apply(x, w, get_block_format(fmt), gradient_flags)

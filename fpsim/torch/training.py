@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_map
 
 from fpsim import data as datasets
 from fpsim import train as simulator
-from fpsim.blocks import get_block_format
+from fpsim.blocks import BlockFormat, get_block_format
 from fpsim.codec import round as round_to
 from fpsim.flags import Flags, suspended
 from fpsim.formats import FP32, Format, get_format
@@ -33,7 +33,6 @@ from fpsim.matrix_unit import MATRIX_UNITS
 from fpsim.nn import _EPS, MLP
 from fpsim.policies import Policy, Precision
 from fpsim.scaling import DynamicLossScaler
-from fpsim.torch.blocks import quantize_blocks
 from fpsim.torch.codec import round as fpsim_round
 from fpsim.torch.quantize import block_matmul
 
@@ -66,20 +65,20 @@ class Mechanism:
 
     kind: str
     dtype: torch.dtype = torch.float32  # the compute dtype (autocast's or the cast model's)
-    blocks: str = "none"  # the block format of kind "blocks"
+    blocks: BlockFormat | None = None  # the block format of kind "blocks"
 
     @property
     def param_dtype(self) -> torch.dtype:
         return self.dtype if self.kind == "cast" else torch.float32
 
     def describe(self) -> str:
-        low = _name(self.dtype)
+        low, blocks = _name(self.dtype), self.blocks.name if self.blocks else "none"
         return {
             "plain": "plain fp32 (TF32 off)",
             "autocast": f"torch.autocast({low}) over fp32 weights",
             "cast": f"model.to({low}): weights, optimizer state and ops in {low}",
             "fp8": "fp32 model, per-tensor-scaled e4m3 forward and e5m2 backward casts (fpsim.torch's codec)",
-            "blocks": f"fp32 model, every Linear product's operands fake-quantized to {self.blocks} blocks along its "
+            "blocks": f"fp32 model, every Linear product's operands fake-quantized to {blocks} blocks along its "
             "reduction axis (fpsim.torch.block_matmul)",
         }[self.kind]
 
@@ -93,7 +92,7 @@ def mechanism(policy: Policy) -> Mechanism:
     formats = (policy.compute, policy.master, policy.grads, policy.reductions)
     if policy.blocks != "none":
         if formats == ("fp32",) * 4:
-            return Mechanism("blocks", blocks=policy.blocks)
+            return Mechanism("blocks", blocks=get_block_format(policy.blocks))
     elif policy.per_tensor_scaling:
         if (policy.compute, policy.grads, policy.master, policy.reductions) == ("fp8_e4m3", "fp8_e5m2", "fp32", "fp32"):
             return Mechanism("fp8")
@@ -401,8 +400,11 @@ class Trainer:
             if fp8_matmul == "scaled_mm":
                 self.model.matmul = _ScaledMM.apply
         if self.mech.kind == "blocks":
-            fmt = get_block_format(self.mech.blocks)
-            self.model.matmul = lambda x, w: _BlockGradientCount.apply(block_matmul(x, w, fmt), self, x.requires_grad)
+            self.model.matmul = lambda x, w: block_matmul(x, w, self.mech.blocks, gradient_flags=self._count_flags)
+
+    def _count_flags(self, flags: Flags) -> None:
+        """Counts a block product's gradient operand quantization (dy's, in the backward pass) in the census."""
+        self.census.flags += flags
 
     def _observe(self, t: torch.Tensor) -> None:
         finite = t.detach().abs().float()
@@ -608,27 +610,6 @@ class _ScaledFakeQuantize(torch.autograd.Function):
         rounded = scaled_round(grad, ctx.trainer.precision.grads)
         ctx.trainer.census.count(grad, rounded)
         return rounded, None
-
-
-class _BlockGradientCount(torch.autograd.Function):
-    """Identity forward on a block product's output y; backward counts what block quantization flushes of dy, the
-    gradient operand of the backward products (dx = dy·w quantizes dy along its last axis, dw = dyᵀ·x along its
-    first), as the simulator's Precision.matmul counts its gradient operands."""
-
-    @staticmethod
-    def forward(ctx, y: torch.Tensor, trainer: Trainer, needs_dx: bool) -> torch.Tensor:
-        ctx.trainer, ctx.needs_dx = trainer, needs_dx
-        return y.view_as(y)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        census, fmt = ctx.trainer.census, get_block_format(ctx.trainer.mech.blocks)
-        began = time.perf_counter()
-        for axis in (-1, 0)[not ctx.needs_dx :]:  # dx's operand (not for the first layer's input), then dw's
-            flushed = quantize_blocks(grad, fmt, axis=axis).flags.total_flushed
-            census.flags += Flags(total=grad.numel(), flushed_to_zero=flushed)
-        census.seconds += time.perf_counter() - began  # census work: left out of step times
-        return grad, None, None
 
 
 class _ScaledMM(torch.autograd.Function):
