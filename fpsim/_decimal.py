@@ -145,7 +145,7 @@ def round_exact(
 def _round_rational(value: Fraction, how: Rounding) -> tuple[float, Flags]:
     """Rational arithmetic throughout, for a value float64 cannot hold in a format as fine as float64 (fp64)."""
     fmt, magnitude = how.fmt, abs(value)
-    result = _round_at(value, Fraction(2) ** (max(_floor_log2(magnitude), fmt.emin) - fmt.nmant), how)
+    result = _round_at(value, Fraction(2) ** (max(floor_log2(magnitude), fmt.emin) - fmt.nmant), how)
     smallest_normal = Fraction(fmt.smallest_normal)
     tiny = abs(result) < smallest_normal or (
         abs(result) == smallest_normal
@@ -198,7 +198,8 @@ def _round_at(value: Fraction, quantum: Fraction, how: Rounding) -> Fraction:
     return (whole + (1 if away and value > 0 else -1 if away else 0)) * quantum
 
 
-def _floor_log2(magnitude: Fraction) -> int:
+def floor_log2(magnitude: Fraction) -> int:
+    """The largest k with 2^k ≤ magnitude (> 0), exactly: the bit lengths put k within one of the estimate."""
     estimate = magnitude.numerator.bit_length() - magnitude.denominator.bit_length()
     return estimate if Fraction(2) ** estimate <= magnitude else estimate - 1
 

@@ -15,9 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fpsim
+from fpsim._decimal import floor_log2
 from fpsim.scaling import DynamicLossScaler
 from fpsim.torch import audit
-from fpsim.torch.audit import DEFAULT_FORMATS, power_of_two_at_most
+from fpsim.torch.audit import DEFAULT_FORMATS
 
 FORMATS = ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2")
 assert FORMATS == DEFAULT_FORMATS
@@ -174,8 +175,8 @@ def _simulate_grad_scaler(fmt: str, largest: float, steps: int) -> tuple[list[fl
 
 
 @given(st.fractions(min_value=Fraction(1, 2**80), max_value=2**80))
-def test_power_of_two_at_most_brackets_the_limit(limit):
-    k = power_of_two_at_most(limit)
+def test_floor_log2_brackets_the_limit(limit):
+    k = floor_log2(limit)
     assert Fraction(2) ** k <= limit < Fraction(2) ** (k + 1)
 
 

@@ -19,6 +19,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 from torch.utils._pytree import tree_flatten
 
+from fpsim._decimal import floor_log2
 from fpsim._terminal import table
 from fpsim.flags import Flags, suspended
 from fpsim.formats import Format, get_format
@@ -436,12 +437,6 @@ def _median(values: torch.Tensor) -> float | None:
 
 
 # ---- loss scales ---------------------------------------------------------------------------------------------------
-def power_of_two_at_most(limit: Fraction) -> int:
-    """The largest k with 2^k ≤ limit (limit > 0), exactly: limit lies between 2^(k-1) and 2^(k+1) for this k."""
-    k = limit.numerator.bit_length() - limit.denominator.bit_length()
-    return k - 1 if Fraction(2) ** k > limit else k
-
-
 def _fp32_scale(k: int) -> int:
     return min(max(k, _SMALLEST_SCALE_EXPONENT), _LARGEST_SCALE_EXPONENT)
 
@@ -457,7 +452,7 @@ def _loss_scale(fmt: Format, every: torch.Tensor, finite: torch.Tensor, headroom
                          unscaled.overflow, saturates, None, None, None,
                          "no nonzero finite gradient: a loss scale would multiply zeros")  # fmt: skip
     largest = float(nonzero.abs().max())
-    k = _fp32_scale(power_of_two_at_most(Fraction(fmt.max) / (Fraction(headroom) * Fraction(largest))))
+    k = _fp32_scale(floor_log2(Fraction(fmt.max) / (Fraction(headroom) * Fraction(largest))))
     scaled, flushed_scaled = _rounding(every, fmt, 2.0**k)
     rescued = int((flushed & ~flushed_scaled).sum())  # element by element: a scale below 1 flushes more, rescues none
     all_finite = finite.numel() == every.numel()
@@ -495,7 +490,7 @@ def _dynamic_steady_state(fmt: Format, largest: float, all_finite: bool) -> tupl
         return None, None, None, "the fp32 gradients already hold inf/NaN: it halves at every step, toward 0"
     scaler = DynamicLossScaler()
     start, interval, top = round(math.log2(scaler.init_scale)), scaler.growth_interval, _LARGEST_SCALE_EXPONENT
-    k = power_of_two_at_most(Fraction(fmt.max) / Fraction(largest))  # 2^k × largest ≤ max: finite for sure
+    k = floor_log2(Fraction(fmt.max) / Fraction(largest))  # 2^k × largest ≤ max: finite for sure
     if fmt.overflow == "saturate":  # an overflow rounds to ±max: GradScaler's inf/NaN check never fires
         clipped = f"from {_power(2.0 ** (k + 1))} on" if k < top else "never"
         return 2.0**top, (top - start) * interval, 0, (
