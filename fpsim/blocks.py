@@ -51,8 +51,19 @@ from fpsim._inputs import as_float64, as_real_array
 from fpsim._terminal import table
 from fpsim.codec import round as round_to
 from fpsim.flags import suspended
-from fpsim.formats import FP4_E2M1, FP6_E2M3, FP6_E3M2, FP8_E4M3, FP8_E5M2, FP32, Format, get_format
-from fpsim.rounding import CHUNK, Rounding, check_rounding
+from fpsim.formats import (
+    E8M0,
+    FP4_E2M1,
+    FP6_E2M3,
+    FP6_E3M2,
+    FP8_E4M3,
+    FP8_E5M2,
+    FP32,
+    Format,
+    _check_int,
+    get_format,
+)
+from fpsim.rounding import CHUNK, Rounding, check_rounding, keep_tiny_nonzero
 
 SCALE_MODES = {
     "floor": "floor(log2 amax) − emax of the element (OCP MX v1.0); the largest elements may saturate",
@@ -63,36 +74,30 @@ NAN_BLOCK_POLICIES = {
     "propagate": "a block with NaN or ±inf gets a NaN scale and NaN values (as torchao does)",
     "raise": "NaN or ±inf input raises ValueError",
 }
-E8M0_EMIN, E8M0_EMAX = -127, 127
+E8M0_EMIN, E8M0_EMAX = E8M0.emin, E8M0.emax  # 2^-127 … 2^127; code 0xFF is NaN
 E4M3_SCALE_MIN = FP8_E4M3.smallest_normal  # 2^-6: torchao clamps block scales here before the e4m3 cast
 _MAX_ELEMENT_PRECISION_UNDER_E4M3 = 24  # keeps x / (s_t·S_b) rounded once exact (module docstring)
 _MIN_ELEMENT_QUANTUM_EXPONENT = -1020  # a scaled element that float64 rounds (below 2^-1022) stays below half a quantum
-_SCALE_ALIASES = {
-    "e8m0": "e8m0",
-    "ue8m0": "e8m0",
-    "e8m0fnu": "e8m0",
-    "float8_e8m0fnu": "e8m0",
-    "fp8_e4m3": "fp8_e4m3",
-    "ue4m3": "fp8_e4m3",
-}
+_SCALE_ALIASES = {"ue4m3": "fp8_e4m3"}  # NVFP4's name for its (positive) e4m3 scales; fpsim.formats has the rest
 
 
 def _scale_name(scale: object) -> str:
-    name = scale.name if isinstance(scale, Format) else scale
-    if not isinstance(name, str):
+    """'e8m0' or 'fp8_e4m3', from a Format or any name get_format accepts for one of them (or 'ue4m3')."""
+    if isinstance(scale, str):
+        scale = _SCALE_ALIASES.get(scale.strip().lower().replace("-", "_"), scale)
+    elif not isinstance(scale, Format):
         raise TypeError(f"scale must be a format name or a Format, got {type(scale).__name__}")
-    key = name.strip().lower().replace("-", "_")
-    if key in _SCALE_ALIASES:
-        return _SCALE_ALIASES[key]
     try:
-        if get_format(key) is FP8_E4M3:
-            return "fp8_e4m3"
+        fmt = get_format(scale)
     except ValueError:
-        pass
-    raise ValueError(
-        f"scale must be 'e8m0' (a power-of-two scale, OCP MX) or 'fp8_e4m3' (NVFP4's recipe); got {name!r}, "
-        "which is not a block-scale format"
-    )
+        fmt = None  # unknown names get the message below, which says what a block scale can be
+    if fmt not in (E8M0, FP8_E4M3):
+        shown = scale.name if isinstance(scale, Format) else scale
+        raise ValueError(
+            f"scale must be 'e8m0' (a power-of-two scale, OCP MX) or 'fp8_e4m3' (NVFP4's recipe); got {shown!r}, "
+            "which is not a block-scale format"
+        )
+    return fmt.name
 
 
 @dataclass(frozen=True)
@@ -108,11 +113,7 @@ class BlockFormat:
         object.__setattr__(self, "element", get_format(self.element))
         unbounded_element(self.element)  # refuses elements without sign or zero, or too wide for float64 arithmetic
         object.__setattr__(self, "scale", _scale_name(self.scale))
-        if isinstance(self.block, bool) or not isinstance(self.block, (int, np.integer)):
-            raise TypeError(f"block must be an int, got {type(self.block).__name__}")
-        if not 1 <= self.block <= 2**20:
-            raise ValueError(f"block must be between 1 and 2^20 elements, got {self.block}")
-        object.__setattr__(self, "block", int(self.block))
+        object.__setattr__(self, "block", _check_int("block", self.block, 1, 2**20))
         if self.scale == "fp8_e4m3" and self.element.precision > _MAX_ELEMENT_PRECISION_UNDER_E4M3:
             raise ValueError(
                 f"an fp8_e4m3 block scale needs elements of at most {_MAX_ELEMENT_PRECISION_UNDER_E4M3} bits of "
@@ -405,8 +406,7 @@ def _quantize_chunk(blocks: np.ndarray, plan: BlockPlan, tensor_scale: float, ro
         divisor = scales * tensor_scale  # exact: 4 bits times 24 bits
         with np.errstate(over="ignore"):  # only under a given tensor scale far too small: ±inf saturates
             scaled, peak = blocks / divisor[:, None], amax / divisor
-    lost = (scaled == 0) & (blocks != 0)  # underflowed float64: only sign and nonzero matter so far below a quantum
-    scaled[lost] = np.copysign(2.0**-1074, blocks[lost])
+    keep_tiny_nonzero(blocks, scaled)  # underflowed float64: only sign and nonzero matter so far below a quantum
     elements = rounding(scaled)[0]  # into the unbounded grid: clamped to ±max below
     saturated = np.zeros(len(blocks), np.int64)
     beyond = np.flatnonzero(peak > element.max)  # only these blocks can hold a saturated element

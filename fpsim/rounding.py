@@ -43,6 +43,17 @@ def check_rounding(mode: object) -> str:
     return mode
 
 
+def keep_tiny_nonzero(x: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+    """`scaled` (x divided by something, in place) with each nonzero x that underflowed to 0 made ±2^-1074.
+
+    For a caller whose quanta are all far above 2^-1074, where every rounding mode needs only such an x's sign and
+    that it is nonzero (stochastic rounding's probability moves by < 2^-1074).
+    """
+    lost = (scaled == 0) & (x != 0)
+    scaled[lost] = np.copysign(2.0**-1074, x[lost])
+    return scaled
+
+
 # ---- rounding of t = x / quantum to an integer, in place where possible ---------------------
 def _nearest_even(t: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
     return np.rint(t, out=t)  # the FPU's own round-half-even
@@ -258,10 +269,7 @@ class Rounding:
         Such an x lies below 2^-1074 quanta: every mode then needs only its sign and that it is nonzero,
         so the least float64 stands in for it (stochastic rounding's probability moves by < 2^-1074).
         """
-        if self.fmt.emin - self.fmt.nmant > 0:
-            lost = (scaled == 0) & (x != 0)
-            scaled[lost] = np.copysign(2.0**-1074, x[lost])
-        return scaled
+        return keep_tiny_nonzero(x, scaled) if self.fmt.emin - self.fmt.nmant > 0 else scaled
 
     def _resolve_overflow(self, x: np.ndarray, out: np.ndarray, beyond: np.ndarray) -> None:
         """Past ±max, IEEE 754 §7.4 gives ±max or 'infinity' by mode, and the policy says what infinity is.

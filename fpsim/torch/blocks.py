@@ -25,6 +25,7 @@ from fpsim.blocks import (
 )
 from fpsim.flags import suspended
 from fpsim.formats import FP8_E4M3, Format
+from fpsim.torch.codec import _keep_tiny_nonzero
 from fpsim.torch.codec import round as round_to
 
 __all__ = ["quantize_blocks"]
@@ -68,8 +69,7 @@ def _quantize_rows(
         scales = round_to(ratio, FP8_E4M3, overflow="saturate").clamp_min(E4M3_SCALE_MIN)
         divisor = scales * tensor_scale  # exact: 4 bits times 24 bits
         scaled = blocks / divisor[:, None]
-    lost = (scaled == 0) & (blocks != 0)  # underflowed float64: only sign and nonzero matter so far below a quantum
-    scaled = torch.where(lost, torch.copysign(torch.full_like(scaled, 2.0**-1074), blocks), scaled)
+    scaled = _keep_tiny_nonzero(blocks, scaled)  # underflowed float64: only sign and nonzero matter so far below
     elements = round_to(scaled, unbounded_element(element), plan.rounding, generator=generator)  # clamped below
     overflowed = elements.abs() > element.max  # IEEE overflow: rounded past max
     saturated = torch.count_nonzero(overflowed, dim=1)
