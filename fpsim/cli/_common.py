@@ -173,3 +173,24 @@ def rounding_options(command: argparse.ArgumentParser) -> None:
         help=f"NaN into a format without NaN (default: raise). {_choices(NAN_INPUT_POLICIES)}",
     )
     command.add_argument("--bits", action="store_true", help="VALUEs are bit patterns (0x3c00, 0b…, decimal)")
+
+
+def device_arg(text: str):
+    """--device as a torch.device; resolve_device's errors in option syntax (torch loads here)."""
+    from fpsim.torch.training import resolve_device  # ImportError names the torch extra
+
+    try:
+        return resolve_device(text)
+    except ValueError as err:
+        message = as_cli_syntax(str(err), {"device": "--device"})
+        raise UsageError(message.replace("use the device", "use --device")) from None
+
+
+def save_figure(figure, path: str, argument: str) -> None:
+    """Write a matplotlib figure to `path` (already passed check_output_path) in the format its suffix names, at
+    110 dpi, and say so."""
+    from fpsim._files import atomic_write  # here: the rest of this module writes no files
+
+    suffix = path.rpartition(".")[2].lower()  # check_output_path let only .png, .svg or .pdf through
+    atomic_write(path, lambda file: figure.savefig(file, format=suffix, dpi=110), binary=True, argument=argument)
+    console().print(f"wrote {path}", markup=False)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import fpsim
 from fpsim import _terminal
 from fpsim._files import atomic_write, check_output_path
-from fpsim.cli._common import LineFormatter, UsageError, api_errors, as_cli_syntax, formats_arg
+from fpsim.cli._common import LineFormatter, UsageError, api_errors, device_arg, formats_arg, save_figure
 
 JSON_SUFFIXES = (".json",)
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -30,23 +29,12 @@ def _check_outputs(args: argparse.Namespace) -> None:
         raise UsageError(f"--rows must be a positive integer, got {args.rows}")
 
 
-def _device(text: str):
-    """--device as a torch.device; resolve_device's errors in option syntax."""
-    from fpsim.torch.training import resolve_device  # ImportError names the torch extra
-
-    try:
-        return resolve_device(text)
-    except ValueError as err:
-        message = as_cli_syntax(str(err), {"device": "--device"}).replace("use the device", "use --device")
-        raise UsageError(message) from None
-
-
 def cmd_audit(args: argparse.Namespace) -> None:
     formats = [f.name for f in formats_arg(args.format, DEFAULT_FORMATS)]
     _check_outputs(args)
     from fpsim.torch import audit, models  # ImportError names the extra to install
 
-    device = _device(args.device)
+    device = device_arg(args.device)
     with api_errors(names=API_NAMES):
         example = models.load(args.model, seed=args.seed)
         result = audit(example.model.to(device), example.batch.to(device), example.loss_fn, formats,
@@ -62,11 +50,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
         atomic_write(args.json, lambda file: json.dump(record, file, indent=1, allow_nan=False), argument="--json")
         out.print(f"wrote {args.json}", markup=False)
     if args.plot is not None:
-        figure, _ = result.figure()
-        suffix = os.path.splitext(args.plot)[1].lower().lstrip(".")
-        atomic_write(args.plot, lambda file: figure.savefig(file, format=suffix, dpi=110), binary=True,
-                     argument="--plot")  # fmt: skip
-        out.print(f"wrote {args.plot}", markup=False)
+        save_figure(result.figure()[0], args.plot, "--plot")
 
 
 _EPILOG = """models:

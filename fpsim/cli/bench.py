@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from fpsim import _terminal
 from fpsim._files import atomic_write, check_output_path
-from fpsim.cli._common import LineFormatter, UsageError, api_errors
+from fpsim.cli._common import LineFormatter, api_errors, device_arg, save_figure
 
 JSON_SUFFIXES = (".json",)
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -27,23 +26,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
             check_output_path(path, suffixes=suffixes, argument=name)
 
 
-def _device(text: str) -> str:
-    from fpsim.torch.training import resolve_device  # ImportError names the torch extra
-
-    try:
-        return str(resolve_device(text))
-    except ValueError as err:
-        message = str(err).replace("use the device", "use --device")  # the API's words in option syntax
-        raise UsageError(f"--{message}") from None  # resolve_device's messages start with "device"
-
-
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [name.strip() for name in text.split(",")]
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     _check_outputs(args)
-    device = _device(args.device)
+    device = str(device_arg(args.device))
     from fpsim.torch.bench import bench, selection
 
     with api_errors(names=API_NAMES):
@@ -58,11 +47,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.plot is not None:
         from fpsim.plots.bench import bench_figure
 
-        figure, _ = bench_figure(report)
-        suffix = os.path.splitext(args.plot)[1].lower().lstrip(".")
-        atomic_write(args.plot, lambda file: figure.savefig(file, format=suffix, dpi=110), binary=True,
-                     argument="--plot")  # fmt: skip
-        out.print(f"wrote {args.plot}", markup=False)
+        save_figure(bench_figure(report)[0], args.plot, "--plot")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
