@@ -574,6 +574,14 @@ def test_block_error_measures_each_format_as_its_definition_says():
     assert not overlaps(extents(figure, [a.title for a in grid[0]]))
 
 
+def test_block_error_takes_block_formats_as_get_block_format_names_them():
+    """Aliases and any case name the same block format as its preset name does (per-tensor fp8 does not)."""
+    sample = plots.blocks.hidden_gradient("baseline", steps=2)
+    errors = plots.blocks.element_errors(sample, ["mxfp4", "MXFP4", "mxfp4_e2m1", "fp4_e2m1"])
+    assert np.array_equal(errors["MXFP4"], errors["mxfp4"]) and np.array_equal(errors["mxfp4_e2m1"], errors["mxfp4"])
+    assert not np.array_equal(errors["fp4_e2m1"], errors["mxfp4"])
+
+
 @pytest.mark.parametrize("formats", [["fp4_e2m1"], ["mxfp4", "nvfp4"]])
 def test_block_error_title_fits_the_figure_with_few_formats(formats):
     sample = plots.blocks.hidden_gradient("baseline", steps=2)

@@ -212,6 +212,18 @@ def test_quantize_to_a_block_format_runs_its_blocks_along_the_axis(fmt, dtype, a
     assert torch.equal(x.grad, upstream)  # straight-through
 
 
+@pytest.mark.parametrize(("name", "preset"), [("mxfp8", "mxfp8_e4m3"), ("MXFP4", "mxfp4"), ("mxfp6", "mxfp6_e2m3")])
+def test_block_formats_are_named_as_get_block_format_names_them(name, preset):
+    """Aliases and any case, in quantize, Quantize, grad_fmt and block_matmul alike."""
+    torch.manual_seed(6)
+    x = torch.randn(8, 64, requires_grad=True)
+    assert_same_bits(ft.quantize(x, name), blocked(x, preset))
+    ft.quantize(x, "fp32", grad_fmt=name, axis=0).backward(x.detach())
+    assert_same_bits(x.grad, blocked(x, preset, 0))
+    w = torch.randn(4, 64)
+    assert torch.equal(ft.block_matmul(x, w, name), ft.block_matmul(x, w, preset))
+
+
 def test_a_block_format_rounds_the_gradient_along_the_same_axis():
     torch.manual_seed(6)
     x, upstream = torch.randn(8, 64, requires_grad=True), torch.randn(8, 64)

@@ -14,7 +14,7 @@ import stat
 
 from fpsim import _terminal, train
 from fpsim._files import atomic_write, check_output_path
-from fpsim.blocks import BLOCK_ALIASES, BLOCK_FORMATS
+from fpsim.blocks import BLOCK_ALIASES, BLOCK_FORMATS, block_format_or_none
 from fpsim.cli._common import LineFormatter, UsageError, api_errors, formats_arg, parse_value
 
 KINDS = {
@@ -109,10 +109,10 @@ def _block_figure(args: argparse.Namespace, plots):
         if len(names) != 1:
             raise UsageError(f"plot blocks draws one block format; got --formats {','.join(names)}: give one, "
                              "such as mxfp4")  # fmt: skip
-        if names[0].strip().lower().replace("-", "_") not in {*BLOCK_FORMATS, *BLOCK_ALIASES}:
+        fmt = block_format_or_none(names[0])
+        if fmt is None:
             raise UsageError(f"plot blocks draws a block format; {names[0]!r} is not one: give one of "
                              f"{', '.join(BLOCK_FORMATS)} (aliases {', '.join(BLOCK_ALIASES)})")  # fmt: skip
-        fmt = plots.blocks.get_block_format(names[0])
         return plots.block_diagram(plots.blocks.outlier_example(fmt.block), fmt)[0]
     for name in names:
         plots.blocks.check_error_format(name)

@@ -14,7 +14,14 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from fpsim.blocks import BLOCK_FORMATS, BlockFormat, explain_block, get_block_format, quantize_blocks
+from fpsim.blocks import (
+    BLOCK_FORMATS,
+    BlockFormat,
+    block_format_or_none,
+    explain_block,
+    get_block_format,
+    quantize_blocks,
+)
 from fpsim.formats import Format, get_format
 from fpsim.plots.layout import panel_grid, power_label
 from fpsim.plots.style import REGION_COLORS
@@ -157,14 +164,15 @@ def hidden_source(name: str = "underflow", steps: int = 150) -> str:
 def quantized_like(sample: np.ndarray, fmt: str) -> np.ndarray:
     """`sample` through a block format (blocks along its last axis), or through an element format with the fp8
     policy's per-tensor scaling (the power of two that brings amax just under the format's max)."""
-    if fmt in BLOCK_FORMATS:
-        return quantize_blocks(sample, fmt).values
+    block = block_format_or_none(fmt)
+    if block is not None:
+        return quantize_blocks(sample, block).values
     return scaled_cast(sample, get_format(fmt))
 
 
 def check_error_format(name: object) -> str:
     """A block format's name, or an element format's (per-tensor scaled); ValueError naming both lists otherwise."""
-    if isinstance(name, str) and name in BLOCK_FORMATS:
+    if isinstance(name, str) and block_format_or_none(name) is not None:
         return name
     try:
         fmt = get_format(name)
@@ -244,7 +252,7 @@ def _cumulative(axis, errors: dict[str, np.ndarray]) -> None:
 
 
 def _describe(fmt: str) -> str:
-    if fmt in BLOCK_FORMATS:
-        block = get_block_format(fmt)
-        return f"{fmt}: {block.element}, blocks of {block.block},\n{block.scale} scale per block"
+    block = block_format_or_none(fmt)
+    if block is not None:
+        return f"{block.name}: {block.element}, blocks of {block.block},\n{block.scale} scale per block"
     return f"{get_format(fmt).name}:\none power-of-two scale per tensor"

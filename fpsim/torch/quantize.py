@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils import parametrize
 
-from fpsim.blocks import BLOCK_FORMATS, BlockFormat, get_block_format
+from fpsim.blocks import BLOCK_FORMATS, BlockFormat, block_format_or_none
 from fpsim.flags import Flags
 from fpsim.formats import Format, get_format
 from fpsim.policies import block_operand
@@ -100,19 +100,20 @@ def _name(dtype: torch.dtype) -> str:
 
 
 def _is_block_format(fmt: object) -> bool:
-    return isinstance(fmt, BlockFormat) or (isinstance(fmt, str) and fmt in BLOCK_FORMATS)
+    return block_format_or_none(fmt) is not None  # a BlockFormat, or a preset name or alias in any case
 
 
 def _rounder(fmt: object, rounding: object, overflow: object, on_nan: object, generator: object, axis: int):
     """The rounder of an element format, or of a block format (blocks along `axis`)."""
-    if not _is_block_format(fmt):
+    block = block_format_or_none(fmt)
+    if block is None:
         return _Rounder.checked(fmt, rounding, overflow, on_nan, generator)
     for name, value, default in (("overflow", overflow, None), ("on_nan", on_nan, "raise"),
                                  ("generator", generator, None)):  # fmt: skip
         if value is not default:
             raise ValueError(f"{name}= does not apply to the block format {fmt!r}: its elements saturate and its "
                              f"rounding is deterministic; drop {name}")  # fmt: skip
-    return _BlockRounder(get_block_format(fmt), axis, check_rounding(rounding))
+    return _BlockRounder(block, axis, check_rounding(rounding))
 
 
 def _block_axis(axis: object, fmt: object, grad_fmt: object) -> int:
@@ -335,11 +336,12 @@ def block_matmul(
     quantization of the incoming gradient dy (one for dx, one for dw), as fpsim's simulator counts them."""
     if gradient_flags is not None and not callable(gradient_flags):
         raise TypeError(f"gradient_flags must be callable or None, got {type(gradient_flags).__name__}")
-    if not _is_block_format(fmt):
+    block = block_format_or_none(fmt)
+    if block is None:
         raise ValueError(f"fmt must be a block format ({', '.join(BLOCK_FORMATS)}); got {fmt!r}")
     for name, t in (("x", x), ("w", w)):
         if not isinstance(t, torch.Tensor) or t.dim() != 2:
             raise ValueError(f"{name} must be a 2-D torch.Tensor (block_matmul computes x @ w.T)")
         if t.dtype not in (torch.float32, torch.float64) or t.dtype != x.dtype:
             raise TypeError(f"x and w must both be float32 or both float64 tensors, got {x.dtype} and {w.dtype}")
-    return _BlockMatmul.apply(x, w, get_block_format(fmt), gradient_flags)
+    return _BlockMatmul.apply(x, w, block, gradient_flags)
