@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -266,12 +266,22 @@ class BlockPlan:
             raise ValueError(f"tensor_scale must be a positive finite float32 value, got {tensor_scale!r}")
         return value
 
-    def refuse_nonfinite(self, bad_blocks: int) -> None:
-        if bad_blocks and self.on_nan == "raise":
+    def refuse_nonfinite(self, rows: object, isfinite: Callable) -> None:
+        """Under on_nan='raise', refuse (rows, length) holding NaN or ±inf; `isfinite` is the array library's."""
+        if self.on_nan != "raise":
+            return
+        bad_blocks = sum(int((~part.all(axis=1)).sum()) for part in split_blocks(isfinite(rows), self.fmt.block))
+        if bad_blocks:
             raise ValueError(
                 f"x has NaN or ±inf in {bad_blocks} block(s); on_nan='propagate' gives such a block a NaN scale "
                 "and NaN values, as torchao does"
             )
+
+    def tensor_scale(self, given: float | None, finite_amax: Callable[[], float]) -> float:
+        """The tensor scale: 1 for power-of-two formats, else `given` or the default from x's finite amax."""
+        if self.fmt.power_of_two:
+            return 1.0
+        return given if given is not None else self.default_tensor_scale(finite_amax())
 
     def default_tensor_scale(self, finite_amax: float) -> float:
         """s_t = fp32(amax / (448 · element max)); 1 for an all-zero tensor, fp32's smallest subnormal at least."""
@@ -465,18 +475,12 @@ def quantize_blocks(
     plan.check_length(values.shape[axis], axis)
     moved = np.moveaxis(values, axis, -1)
     rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
-    if plan.on_nan == "raise":
-        plan.refuse_nonfinite(_count_bad_blocks(np.isfinite(rows), plan.fmt.block))
-    if plan.fmt.power_of_two:
-        t_scale = 1.0
-    elif given_scale is not None:
-        t_scale = given_scale
-    else:
-        t_scale = plan.default_tensor_scale(_finite_amax(rows))
+    plan.refuse_nonfinite(rows, np.isfinite)
+    t_scale = plan.tensor_scale(given_scale, lambda: _finite_amax(rows))
     rounding = Rounding.resolve(unbounded_element(plan.fmt.element), plan.rounding, rng=rng)  # one generator
     parts = [_quantize_rows(part, plan, t_scale, rounding) for part in split_blocks(rows, plan.fmt.block)]
     elements, result, scales, flushed, saturated, nan = (
-        _join(rows.shape[0], [part[i] for part in parts]) for i in range(6)
+        join_blocks(rows.shape[0], [part[i] for part in parts], np.concatenate) for i in range(6)
     )
     blocks_shape = (*moved.shape[:-1], -(-moved.shape[-1] // plan.fmt.block))
 
@@ -492,17 +496,14 @@ def quantize_blocks(
     )
 
 
-def _count_bad_blocks(finite: np.ndarray, block: int) -> int:
-    return int(sum(int((~part.all(axis=1)).sum()) for part in split_blocks(finite, block)))
-
-
-def _join(nrows: int, parts: list[np.ndarray]) -> np.ndarray:
-    """Per row, the full blocks' entries then the short block's (each part holds `nrows` rows' worth)."""
+def join_blocks(nrows: int, parts: list, concatenate: Callable) -> object:
+    """Per row, the full blocks' entries then the short block's (each part holds `nrows` rows' worth); arrays or
+    tensors, with their library's `concatenate(list, axis=...)`."""
     if nrows == 0:  # no rows at all: nothing to join (reshape cannot infer a width from size 0)
         return parts[0].reshape(0, 0)
     if len(parts) == 1:  # no short last block: a view, no copy
         return parts[0].reshape(nrows, -1)
-    return np.concatenate([part.reshape(nrows, -1) for part in parts], axis=1)
+    return concatenate([part.reshape(nrows, -1) for part in parts], axis=1)
 
 
 # ---- one block, explained ------------------------------------------------------------------------------------

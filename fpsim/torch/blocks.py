@@ -19,6 +19,7 @@ from fpsim.blocks import (
     BlockFormat,
     BlockPlan,
     BlockQuantized,
+    join_blocks,
     normalize_axis,
     split_blocks,
     unbounded_element,
@@ -83,14 +84,6 @@ def _quantize_rows(
     return elements, values, scales, flushed, saturated, nan
 
 
-def _join(nrows: int, parts: list[torch.Tensor]) -> torch.Tensor:
-    if nrows == 0:  # no rows at all: nothing to join (reshape cannot infer a width from size 0)
-        return parts[0].reshape(0, 0)
-    if len(parts) == 1:
-        return parts[0].reshape(nrows, -1)
-    return torch.cat([part.reshape(nrows, -1) for part in parts], dim=1)
-
-
 def _finite_amax(rows: torch.Tensor) -> float:
     """The largest finite magnitude (0 for none): NaN and ±inf are left out."""
     if rows.numel() == 0:
@@ -133,20 +126,13 @@ def quantize_blocks(
     plan.check_length(tensor.shape[axis], axis)
     moved = tensor.movedim(axis, -1)
     rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
-    if plan.on_nan == "raise":
-        finite = torch.isfinite(rows)
-        plan.refuse_nonfinite(sum(int((~part.all(dim=1)).sum()) for part in split_blocks(finite, plan.fmt.block)))
-    if plan.fmt.power_of_two:
-        t_scale = 1.0
-    elif given_scale is not None:
-        t_scale = given_scale
-    else:
-        t_scale = plan.default_tensor_scale(_finite_amax(rows))
+    plan.refuse_nonfinite(rows, torch.isfinite)
+    t_scale = plan.tensor_scale(given_scale, lambda: _finite_amax(rows))
     if isinstance(generator, int) and not isinstance(generator, bool):  # one stream for the full and short blocks
         generator = torch.Generator(device=rows.device).manual_seed(generator)
     parts = [_quantize_rows(part, plan, t_scale, generator) for part in split_blocks(rows, plan.fmt.block)]
     elements, values, scales, flushed, saturated, nan = (
-        _join(rows.shape[0], [part[i] for part in parts]) for i in range(6)
+        join_blocks(rows.shape[0], [part[i] for part in parts], torch.concatenate) for i in range(6)
     )
 
     def per_element(t: torch.Tensor) -> torch.Tensor:
