@@ -431,8 +431,12 @@ def test_inputs_of_any_float_dtype_and_lists():
     x = [0.1, -2.5, 300.0]
     expected = quantize_blocks(np.array(x), "mxfp6_e3m2").values
     np.testing.assert_array_equal(quantize_blocks(x, "mxfp6_e3m2").values, expected)
-    as32 = quantize_blocks(np.array(x, dtype=np.float32), "mxfp6_e3m2")
+    x32 = np.array(x, dtype=np.float32)  # float32 0.1 is not 0.1: the result is that of its exact widening
+    as32 = quantize_blocks(x32, "mxfp6_e3m2")
     assert as32.values.dtype == np.float64
+    widened = quantize_blocks(x32.astype(np.float64), "mxfp6_e3m2")
+    for name in ("values", "elements", "scales"):
+        np.testing.assert_array_equal(getattr(as32, name), getattr(widened, name))
 
 
 @pytest.mark.parametrize("name", ["nvfp4", "mxfp4", "mxfp8"])
