@@ -34,6 +34,14 @@ def console(file: IO[str] | None = None) -> Console:
     )
 
 
+def print_unpadded(screen: Console, *renderables: RenderableType) -> None:
+    """Print the renderables one after another to `screen`, without the trailing spaces rich pads table cells,
+    markdown and code to the full width with."""
+    with screen.capture() as captured:
+        screen.print(Group(*renderables))
+    screen.file.write("\n".join(line.rstrip() for line in captured.get().split("\n")))
+
+
 def _is_terminal(stream: IO[str]) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 

@@ -14,11 +14,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
-from rich.console import Group, RenderableType
+from rich.console import RenderableType
 
 import fpsim
 from fpsim._decimal import _NUMBER, VALUE_SYNTAX, Exact, parse_real
-from fpsim._terminal import console
+from fpsim._terminal import console, print_unpadded
 from fpsim.formats import OVERFLOW_POLICIES, get_format
 from fpsim.rounding import NAN_INPUT_POLICIES, ROUNDING_MODES
 
@@ -137,10 +137,7 @@ def as_cli_syntax(
 def show(*renderables: RenderableType) -> None:
     """Print to stdout through the one console (terminal width and colour, or plain at a fixed width when
     piped), one renderable after another, without the trailing spaces of padded table cells."""
-    out = console()
-    with out.capture() as captured:
-        out.print(Group(*renderables))
-    out.file.write("\n".join(line.rstrip() for line in captured.get().split("\n")))
+    print_unpadded(console(), *renderables)
 
 
 def _choices(registry: dict[str, str]) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from rich.console import Console, RenderableType
+from rich.console import Console
 from rich.markdown import Markdown
 from rich.rule import Rule
 from rich.syntax import Syntax
@@ -25,6 +25,7 @@ from rich.text import Text
 
 from fpsim._files import atomic_write
 from fpsim._terminal import console as make_console
+from fpsim._terminal import print_unpadded
 from fpsim.tutorials.source import Cell, Tutorial
 
 __all__ = ["OUT_VARIABLE", "CellError", "step_through"]
@@ -66,7 +67,7 @@ def step_through(
     shown: list[_Shown] = []  # one per cell run so far
     position, count = 0, len(tutorial.cells)
     minutes = f"about {tutorial.minutes} minute{'s' if tutorial.minutes != 1 else ''}"
-    _print(screen, Rule(f"Tutorial {tutorial.number}. {tutorial.title} · {minutes}"))
+    print_unpadded(screen, Rule(f"Tutorial {tutorial.number}. {tutorial.title} · {minutes}"))
     with _figures_to(out):
         while position < count:
             cell = tutorial.cells[position]
@@ -116,9 +117,9 @@ def _show_cell(screen: Console, cell: Cell, position: int, count: int) -> None:
     screen.print()
     screen.print(Rule(f"cell {position + 1}/{count} · {label} · line {cell.line}", align="left", style="dim"))
     if cell.kind == "markdown":
-        _print(screen, Markdown(cell.source) if _styled(screen) else Text(cell.source))
+        print_unpadded(screen, Markdown(cell.source) if _styled(screen) else Text(cell.source))
     else:
-        _print(
+        print_unpadded(
             screen,
             Syntax(
                 cell.source,
@@ -135,13 +136,6 @@ def _styled(screen: Console) -> bool:
     """Whether the screen shows styles. Without them (piped, NO_COLOR) rendered markdown would lose what marks a
     heading or `code`, so the markdown is shown as written: `#` headings, backticks and asterisks stay visible."""
     return screen.color_system is not None and not screen.no_color
-
-
-def _print(screen: Console, renderable: RenderableType) -> None:
-    """Print without the trailing spaces rich pads markdown and code to the full width with."""
-    with screen.capture() as captured:
-        screen.print(renderable)
-    screen.file.write("\n".join(line.rstrip() for line in captured.get().split("\n")))
 
 
 def _replay(screen: Console, shown: _Shown) -> None:
