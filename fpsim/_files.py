@@ -40,6 +40,19 @@ def check_output_path(path: str | os.PathLike, *, suffixes: Sequence[str] = (), 
     return target
 
 
+def make_folder(path: str | os.PathLike, argument: str, *, advice: str = "name a folder") -> Path:
+    """The folder at `path`, created with its parents if missing; `ValueError` naming `argument` where `path` is a
+    file (the message ends with `advice`) or the folder cannot be created."""
+    text, folder = str(path), Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{argument} {text!r} is a file: {advice}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{argument} {text!r}: cannot create the folder ({err.strerror})") from None
+    return folder
+
+
 def _path_text(path: object, argument: str) -> str:
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"{argument} must be a file path (str or os.PathLike); got {type(path).__name__}")

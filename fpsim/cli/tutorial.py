@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.text import Text
 
 from fpsim import _terminal
-from fpsim._files import check_output_path
+from fpsim._files import check_output_path, make_folder
 from fpsim.cli._common import LineFormatter, UsageError, show
 
 DEFAULT_OUT = "tutorial_figures"
@@ -63,13 +63,7 @@ def _out_folder(text: str) -> Path:
     """The figure folder, created if needed, checked writable before any cell runs."""
     if not text.strip():
         raise UsageError("--out must name a folder for the figures; got an empty path")
-    out = Path(text).resolve()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {text!r} is a file: name a folder for the figures")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"--out {text!r}: cannot create the folder ({err.strerror})") from None
+    out = make_folder(text, "--out", advice="name a folder for the figures").resolve()
     check_output_path(out / "figure.png", argument="--out")
     return out
 

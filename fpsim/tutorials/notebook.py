@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from fpsim._extras import MissingExtraError
-from fpsim._files import atomic_write, check_output_path
+from fpsim._files import atomic_write, check_output_path, make_folder
 from fpsim.tutorials.source import Tutorial
 
 __all__ = ["notebook", "notebook_path", "write_notebook"]
@@ -76,16 +76,7 @@ def write_notebook(tutorial: Tutorial, where: str | os.PathLike, *, argument: st
     nbformat = _nbformat()
     path = notebook_path(tutorial, where, argument=argument)
     if path != Path(where):  # a folder: made if missing
-        _make_folder(Path(where), argument)
+        make_folder(where, argument, advice="name a folder, or a path ending in .ipynb")
     check_output_path(path, suffixes=(".ipynb",), argument=argument)
     book = notebook(tutorial)
     return atomic_write(path, lambda file: nbformat.write(book, file), suffixes=(".ipynb",), argument=argument)
-
-
-def _make_folder(where: Path, argument: str) -> None:
-    if where.exists() and not where.is_dir():
-        raise ValueError(f"{argument} {str(where)!r} is a file: name a folder, or a path ending in .ipynb")
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{argument} {str(where)!r}: cannot create the folder ({err.strerror})") from None
