@@ -138,7 +138,7 @@ def _decode_codes(codes: np.ndarray, fmt: Format) -> np.ndarray:
     values = raw.view(np.float64)
     # no float64 bit layout for the format's subnormals nor for its normals below 2^-1022 (a bias above 1023):
     # value = significand · 2^(binade - nmant), exact, the hidden bit only in normals (field 0 too without zero)
-    normal_field = fmt.emin + fmt.bias  # 1, or 0 in a format without zero
+    normal_field = fmt.lowest_normal_field  # 1, or 0 in a format without zero
     by_scaling = (exponent < normal_field) | (exponent <= fmt.bias - _FLOAT64_BIAS)
     low_exponent, low_mantissa = exponent[by_scaling], mantissa[by_scaling]
     significand = low_mantissa + ((low_exponent >= normal_field).astype(np.int64) << fmt.nmant)

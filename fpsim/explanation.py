@@ -151,8 +151,7 @@ class Explanation:
         """The unbiased exponent; emin for zeros and subnormals, None for inf and NaN."""
         if self.category in ("inf", "nan"):
             return None
-        lowest_normal_field = self.fmt.emin + self.fmt.bias  # 1, or 0 in a format without zero (e8m0)
-        return max(self.biased_exponent, lowest_normal_field) - self.fmt.bias
+        return max(self.biased_exponent, self.fmt.lowest_normal_field) - self.fmt.bias
 
     @property
     def exact_input(self) -> str:

@@ -191,10 +191,22 @@ class Format:
     tiny = smallest_normal
 
     @property
+    def has_subnormals(self) -> bool:
+        """Whether the format has subnormal values: not with subnormals=False (flush to zero), nor without zero
+        (E8M0's field 0 is a normal binade), nor with no mantissa bits (field 0 holds only zero). The `subnormals`
+        field says only whether flush-to-zero is off."""
+        return self.subnormals and self.has_zero and self.nmant > 0
+
+    @property
+    def lowest_normal_field(self) -> int:
+        """The biased exponent field of the smallest normal, emin + bias: 1, or 0 in a format without zero (E8M0's
+        field 0 is 2^-127). Fields below it hold zero and the subnormals."""
+        return self.emin + self.bias
+
+    @property
     def smallest_subnormal(self) -> float:
-        """2^(emin - nmant); equals `smallest_normal` when the format has no subnormals (or no zero)."""
-        has_subnormals = self.subnormals and self.has_zero
-        return math.ldexp(1.0, self.emin - self.nmant) if has_subnormals else self.smallest_normal
+        """2^(emin - nmant); equals `smallest_normal` when the format has no subnormals."""
+        return math.ldexp(1.0, self.emin - self.nmant) if self.has_subnormals else self.smallest_normal
 
     @property
     def eps(self) -> float:

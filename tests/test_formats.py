@@ -192,6 +192,24 @@ def test_invalid_custom_formats_are_refused(kwargs, error, message):
         fpsim.Format("custom", **kwargs)
 
 
+SMALL_FORMATS = [f for f in PRESETS.values() if f.bits <= 16] + [
+    fpsim.Format("e2m0", 2, 0, has_inf=False, nan="none"),  # subnormals=True, but no mantissa: field 0 is only 0
+    fpsim.Format("fp16_ftz", 5, 10, subnormals=False),
+    fpsim.Format("e3m2", 3, 2),
+]
+
+
+@pytest.mark.parametrize("fmt", SMALL_FORMATS, ids=str)
+def test_subnormals_and_the_lowest_normal_field_from_every_code(fmt):
+    """Every code decoded: the format has subnormals iff some value lies strictly between 0 and 2^emin; the lowest
+    normal field is the lowest exponent field whose code with mantissa 0 decodes to a nonzero value."""
+    values = np.abs(fpsim.decode(np.arange(2**fmt.bits), fmt))
+    assert fmt.has_subnormals == bool(np.any((values > 0) & (values < 2.0**fmt.emin)))
+    fields = [f for f in range(2**fmt.nexp) if fpsim.decode(f << fmt.nmant, fmt) != 0]
+    assert fmt.lowest_normal_field == fields[0]
+    assert fmt.subnormals or not fmt.has_subnormals
+
+
 def test_custom_formats_at_the_width_limits():
     widest = fpsim.Format("e11m52", 11, 52)
     assert widest.bits == 64 and widest.storage_dtype == np.uint64 and widest.max == np.finfo(np.float64).max

@@ -61,7 +61,7 @@ def _format_row(fmt: Format) -> dict[str, str]:
         "bias": str(fmt.bias),
         "max": _max_text(fmt.max),
         "smallest normal": _power_text(fmt.smallest_normal),
-        "smallest subnormal": _power_text(fmt.smallest_subnormal) if _has_subnormals(fmt) else "—",
+        "smallest subnormal": _power_text(fmt.smallest_subnormal) if fmt.has_subnormals else "—",
         "eps": _power_text(fmt.eps),
         "infinities": "yes" if fmt.has_inf else "no",
         "NaN": _NAN_NAMES[fmt.nan],
@@ -72,11 +72,6 @@ def _format_row(fmt: Format) -> dict[str, str]:
             value = {"max": fmt.max, "smallest normal": fmt.smallest_normal}.get(column, fmt.smallest_subnormal)
             row[column] += f" ≈ {_short_decimal(value, digits)}"
     return row
-
-
-def _has_subnormals(fmt: Format) -> bool:
-    """Whether the format has subnormal values (not with subnormals=False, nor without zero as E8M0)."""
-    return fmt.smallest_subnormal < fmt.smallest_normal
 
 
 def _power_text(x: float) -> str:

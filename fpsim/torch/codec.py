@@ -520,7 +520,7 @@ def decode(codes: torch.Tensor, fmt: Format | str) -> torch.Tensor:
     work = _FLOAT32 if _contains(FP32, fmt) else _FLOAT64
     exponent = (wide >> fmt.nmant) & (2**fmt.nexp - 1)  # arithmetic shift: the mask drops a 64-bit sign
     mantissa = wide & (2**fmt.nmant - 1)
-    normal_field = fmt.emin + fmt.bias  # 1, or 0 in a format without zero (e8m0's field 0 is 2^-127)
+    normal_field = fmt.lowest_normal_field  # 1, or 0 in a format without zero (e8m0's field 0 is 2^-127)
     significand = torch.where(exponent < normal_field, mantissa, mantissa + 2**fmt.nmant)
     if not fmt.subnormals:  # flush-to-zero formats read subnormal codes as zero
         significand = torch.where(exponent == 0, 0, significand)
