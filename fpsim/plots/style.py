@@ -20,7 +20,6 @@ LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)),
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")  # sparse marks keep coinciding lines apart
 _PRESET_ORDER = ("fp64", "fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "tf32", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1",
                  "e8m0")  # fmt: skip
-_SIBLINGS = {"fp8_e4m3fnuz": "fp8_e4m3", "fp8_e5m2fnuz": "fp8_e5m2"}  # a fnuz format: its OCP sibling's colour
 FIELD_COLORS = {"sign": "#CC79A7", "exponent": "#0072B2", "mantissa": "#E69F00"}  # as in explain's HTML view
 FIELD_TEXT_COLORS = {"sign": "black", "exponent": "white", "mantissa": "black"}  # contrast of 5:1 or more
 REGION_COLORS = {"flush": "#D55E00", "subnormal": "#E69F00", "normal": "#009E73", "overflow": "#000000"}
@@ -32,13 +31,19 @@ def _index(fmt: Format) -> int:
     return zlib.crc32(fmt.name.encode()) % len(PALETTE)  # stable across runs, unlike hash()
 
 
+def _fnuz_sibling(fmt: Format) -> str | None:
+    """The preset a fnuz format varies (fp8_e4m3fnuz: fp8_e4m3), whose colour it shares; None for other formats."""
+    sibling = fmt.name.removesuffix("fnuz")
+    return sibling if fmt.nan == "negative_zero" and sibling != fmt.name and sibling in _PRESET_ORDER else None
+
+
 def style(fmt: Format | str) -> dict:
     """Matplotlib keyword arguments (color, linestyle) for a format's lines; past the palette, and for the fnuz
     siblings, the colour comes round again with another line style."""
     fmt = get_format(fmt)
-    sibling = _SIBLINGS.get(fmt.name)
+    sibling = _fnuz_sibling(fmt)
     if sibling:
-        i = _index(get_format(sibling))
+        i = _PRESET_ORDER.index(sibling)
         return {"color": PALETTE[i], "linestyle": LINESTYLES[(i + 5) % len(LINESTYLES)]}
     i = _index(fmt)
     return {"color": PALETTE[i % len(PALETTE)], "linestyle": LINESTYLES[(i + i // len(PALETTE)) % len(LINESTYLES)]}
