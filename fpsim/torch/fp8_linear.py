@@ -11,24 +11,19 @@ import torch
 from torch.nn import functional
 from torch.overrides import TorchFunctionMode
 
+from fpsim.torch.training import _pad
+
 __all__ = ["Fp8Linears", "fp8_linear", "to_fp8"]
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
-_MAX = {E4M3: 448.0, E5M2: 57344.0}  # the largest finite value of each
 _TILE = 16  # _scaled_mm on CUDA takes dimensions in multiples of 16
 
 
 def to_fp8(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes, scale) with codes = fp8(t / scale) and scale = amax / max, computed on t's device (no host sync)."""
     amax = t.detach().abs().amax().float().clamp(min=torch.finfo(torch.float32).tiny)  # all zeros: keep scale > 0
-    scale = amax / _MAX[dtype]
+    scale = amax / torch.finfo(dtype).max
     return (t.float() / scale).to(dtype), scale  # |t / scale| <= max: nothing overflows
-
-
-def _padded(t: torch.Tensor) -> torch.Tensor:
-    """A 2-D tensor zero-padded to multiples of 16 in both dimensions."""
-    rows, cols = -t.shape[0] % _TILE, -t.shape[1] % _TILE
-    return functional.pad(t, (0, cols, 0, rows)) if rows or cols else t
 
 
 def _column_major(t: torch.Tensor) -> torch.Tensor:
@@ -41,7 +36,7 @@ class _Fp8Matmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        (x8, sx), (w8, sw) = to_fp8(_padded(x), E4M3), to_fp8(_padded(weight), E4M3)
+        (x8, sx), (w8, sw) = to_fp8(_pad(x, _TILE, _TILE), E4M3), to_fp8(_pad(weight, _TILE, _TILE), E4M3)
         ctx.save_for_backward(x8, sx, w8, sw)
         ctx.shape, ctx.x_dtype, ctx.w_dtype = (x.shape[0], x.shape[1], weight.shape[0]), x.dtype, weight.dtype
         out = torch._scaled_mm(x8, w8.t(), scale_a=sx, scale_b=sw, out_dtype=torch.bfloat16)
@@ -51,7 +46,7 @@ class _Fp8Matmul(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x8, sx, w8, sw = ctx.saved_tensors
         n, k, m = ctx.shape
-        g8, sg = to_fp8(_padded(grad), E5M2)
+        g8, sg = to_fp8(_pad(grad, _TILE, _TILE), E5M2)
         grad_x = torch._scaled_mm(g8, _column_major(w8), scale_a=sg, scale_b=sw, out_dtype=ctx.x_dtype)
         grad_w = torch._scaled_mm(
             g8.t().contiguous(), _column_major(x8), scale_a=sg, scale_b=sx, out_dtype=torch.float32
