@@ -22,7 +22,17 @@ from fpsim._terminal import console, print_unpadded
 from fpsim.formats import OVERFLOW_POLICIES, get_format
 from fpsim.rounding import NAN_INPUT_POLICIES, ROUNDING_MODES
 
-__all__ = ["_NUMBER", "LineFormatter", "UsageError", "api_errors", "formats_arg", "parse_exact", "parse_value", "show"]
+__all__ = [
+    "_NUMBER",
+    "LineFormatter",
+    "UsageError",
+    "api_errors",
+    "format_names",
+    "formats_arg",
+    "parse_exact",
+    "parse_value",
+    "show",
+]
 
 _PYTHON_OPTION = re.compile(r"\b(on_nan|overflow|rounding|rng)=('[^']*'|\w+)")
 _CLI_OPTIONS = {"on_nan": "--on-nan", "overflow": "--overflow", "rounding": "--rounding", "rng": "--seed"}
@@ -82,8 +92,13 @@ def parse_bits(text: str, fmt: fpsim.Format) -> float:
     return float(fpsim.decode(code, fmt))
 
 
+def format_names(specs: Sequence[str] | None, default: Sequence[str]) -> list[str]:
+    """The names in repeated, comma-separated format options (`default` when none was given), blanks dropped."""
+    return [name.strip() for spec in (specs or default) for name in spec.split(",") if name.strip()]
+
+
 def formats_arg(specs: Sequence[str] | None, default: Sequence[str]) -> list[fpsim.Format]:
-    names = [name for spec in (specs or default) for name in spec.split(",") if name.strip()]
+    names = format_names(specs, default)
     if not names:
         raise UsageError("--format needs a format name such as fp16")
     return [get_format(name) for name in names]

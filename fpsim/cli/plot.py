@@ -15,7 +15,7 @@ import stat
 from fpsim import _terminal, train
 from fpsim._files import atomic_write, check_output_path
 from fpsim.blocks import BLOCK_ALIASES, BLOCK_FORMATS, block_format_or_none
-from fpsim.cli._common import LineFormatter, UsageError, api_errors, formats_arg, parse_value
+from fpsim.cli._common import LineFormatter, UsageError, api_errors, format_names, formats_arg, parse_value
 
 KINDS = {
     "range": "subnormal, normal and overflow regions of each format on a log2 axis",
@@ -102,7 +102,7 @@ def _figure(args: argparse.Namespace):
 def _block_figure(args: argparse.Namespace, plots):
     """blocks: one block format (validated before drawing); block-error: block or element formats, validated
     before the run that gives the gradient."""
-    names = [n.strip() for spec in (args.formats or [BLOCK_DEFAULTS[args.kind]]) for n in spec.split(",") if n.strip()]
+    names = format_names(args.formats, [BLOCK_DEFAULTS[args.kind]])
     if not names:
         raise UsageError("--formats needs a format name such as mxfp4")
     if args.kind == "blocks":
