@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
 import fpsim.torch as ft
 from fpsim._terminal import console
+from fpsim.torch.bench import interleaved_seconds
 
 NATIVE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3": torch.float8_e4m3fn}
 BYTES_PER_ELEMENT = 8  # a float32 read and a float32 written
@@ -33,26 +33,6 @@ def wide_range_float32(n: int, device: torch.device, seed: int = 0) -> torch.Ten
     exponent = torch.rand(n, generator=generator, device=device, dtype=torch.float64) * 50 - 30
     mantissa = 1 + torch.rand(n, generator=generator, device=device, dtype=torch.float64)
     return (sign * torch.exp2(exponent) * mantissa).to(torch.float32)
-
-
-def median_seconds(run: Callable[[], object], repeat: int, device: torch.device) -> float:
-    """The median time of `repeat` calls after three warm-up calls; CUDA events on a GPU."""
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(repeat):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            run()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            began = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 def cases(x: torch.Tensor, compile_: bool) -> dict[str, tuple[Callable[[], torch.Tensor], str | None]]:
@@ -130,7 +110,8 @@ def measure(x: torch.Tensor, repeat: int, compile_: bool) -> list[dict]:
     torch._logging.set_logs(dynamo=logging.ERROR)  # graph breaks at fpsim's host checks are expected, not news
     table = cases(x, compile_)
     check_exact(table, x)
-    seconds = {name: median_seconds(run, repeat, x.device) for name, (run, _) in table.items()}
+    rounds = interleaved_seconds({name: run for name, (run, _) in table.items()}, x.device, repeat, warmup=3)
+    seconds = {name: statistics.median(times) for name, times in rounds.items()}
     copy = seconds["copy x.clone()"]
     return [
         {"case": name, "ms": 1e3 * seconds[name], "GB/s": BYTES_PER_ELEMENT * x.numel() / seconds[name] / 1e9,
