@@ -7,7 +7,7 @@ Invariant: the figure only reads a bench report (`fpsim.torch.bench(...)` or its
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -93,17 +93,26 @@ def _relative_bars(ax: Axes, steps: list[dict], key: str, label) -> None:
     models = list(dict.fromkeys(row["model"] for row in steps))
     policies = list(dict.fromkeys(row["policy"] for row in steps))
     fp32 = {row["model"]: row for row in steps if row["policy"] == "fp32"}
-    width = BAR_WIDTH / len(policies)
-    for i, policy in enumerate(policies):
-        rows = [row for row in steps if row["policy"] == policy and row["model"] in fp32]
-        x = np.array([models.index(row["model"]) for row in rows]) + (i - (len(policies) - 1) / 2) * width
-        ratios = [row[key] / fp32[row["model"]][key] for row in rows]
-        bars = ax.bar(x, ratios, width, color=policy_style(policy)["color"], label=policy)
-        for bar, row in zip(bars, rows):
-            if key == "seconds" and (_doubted(row) or _doubted(fp32[row["model"]])):
-                bar.set(**DOUBTED)
-        ax.bar_label(bars, [label(row[key]) for row in rows], fontsize=7, rotation=90, padding=2)
+    series = {p: [row for row in steps if row["policy"] == p and row["model"] in fp32] for p in policies}
+    _grouped_bars(ax, models, series, group=lambda row: row["model"],
+                  height=lambda row: row[key] / fp32[row["model"]][key], color=lambda p: policy_style(p)["color"],
+                  doubted=lambda row: key == "seconds" and (_doubted(row) or _doubted(fp32[row["model"]])),
+                  label=lambda row: label(row[key]))  # fmt: skip
     ax.set_xticks(range(len(models)), models)
+
+
+def _grouped_bars(ax: Axes, groups: list, series: dict[str, list[dict]], *, group: Callable, height: Callable,
+                  color: Callable, doubted: Callable, label: Callable) -> None:  # fmt: skip
+    """One bar per row of each series, the series side by side at their group's index (x = groups.index(group(row))):
+    height(row) tall in color(series name), labelled label(row), hatched and pale where doubted(row)."""
+    width = BAR_WIDTH / max(1, len(series))
+    for i, (name, rows) in enumerate(series.items()):
+        x = np.array([groups.index(group(row)) for row in rows]) + (i - (len(series) - 1) / 2) * width
+        bars = ax.bar(x, [height(row) for row in rows], width, color=color(name), label=name)
+        for bar, row in zip(bars, rows):
+            if doubted(row):
+                bar.set(**DOUBTED)
+        ax.bar_label(bars, [label(row) for row in rows], fontsize=7, rotation=90, padding=2)
 
 
 def _doubted(row: Mapping) -> bool:
@@ -122,15 +131,9 @@ def _matmul_bars(ax: Axes, rows: list[dict]) -> None:
     measured = [row for row in rows if row["tflops"] is not None]
     sizes = list(dict.fromkeys(row["n"] for row in measured))
     dtypes = list(dict.fromkeys(row["dtype"] for row in measured))
-    width = BAR_WIDTH / max(1, len(dtypes))
-    for i, dtype in enumerate(dtypes):
-        chosen = [row for row in measured if row["dtype"] == dtype]
-        x = np.array([sizes.index(row["n"]) for row in chosen]) + (i - (len(dtypes) - 1) / 2) * width
-        bars = ax.bar(x, [row["tflops"] for row in chosen], width, color=dtype_color(dtype), label=dtype)
-        for bar, row in zip(bars, chosen):
-            if _doubted(row):
-                bar.set(**DOUBTED)
-        ax.bar_label(bars, [f"{row['tflops']:.3g}" for row in chosen], fontsize=7, rotation=90, padding=2)
+    series = {dtype: [row for row in measured if row["dtype"] == dtype] for dtype in dtypes}
+    _grouped_bars(ax, sizes, series, group=lambda row: row["n"], height=lambda row: row["tflops"], color=dtype_color,
+                  doubted=_doubted, label=lambda row: f"{row['tflops']:.3g}")  # fmt: skip
     missing = [row["dtype"] for row in rows if row["tflops"] is None]
     ax.set_yscale("log")
     low = min(row["tflops"] for row in measured)
