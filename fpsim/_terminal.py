@@ -42,6 +42,12 @@ def print_unpadded(screen: Console, *renderables: RenderableType) -> None:
     screen.file.write("\n".join(line.rstrip() for line in captured.get().split("\n")))
 
 
+def percent(value: float, spec: str, least: float) -> str:
+    """`value` (a percentage) as f"{value:{spec}}%", but a value in (0, least) as "<least%" (least written with
+    `spec`): a share the format would round to 0 never reads as none."""
+    return f"<{least:{spec}}%" if 0 < value < least else f"{value:{spec}}%"
+
+
 def _is_terminal(stream: IO[str]) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 

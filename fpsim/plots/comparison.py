@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
+from fpsim._terminal import percent
 from fpsim.plots.layout import panel_grid
 from fpsim.plots.training import (
     _first_non_finite,
@@ -88,12 +89,8 @@ def _row_title(sim: History, hw: History, flushed: bool) -> str:
     """The policy and what each side reached, simulator | hardware."""
     finals = " | ".join(f"{h.loss[-1]:.3g}" for h in (sim, hw))
     title = f"{_name(sim)}: skipped steps {_skipped(sim)} | {_skipped(hw)}, final loss {finals}"
-    means = " | ".join(_percent(100 * float(np.mean(h.flushed))) for h in (sim, hw))
+    means = " | ".join(percent(100 * float(np.mean(h.flushed)), ".2g", 0.01) for h in (sim, hw))
     return title + (f", mean flushed {means}" if flushed else "")
-
-
-def _percent(value: float) -> str:
-    return "<0.01%" if 0 < value < 0.01 else f"{value:.2g}%"
 
 
 def _title(pairs: list[tuple[History, History]], columns: list[str]) -> str:

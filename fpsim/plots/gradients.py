@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.patches import Patch
 
+from fpsim._terminal import percent
 from fpsim.formats import Format, get_format
 from fpsim.plots.layout import formats_list, panel_grid, power_label
 from fpsim.plots.style import REGION_COLORS
@@ -167,11 +168,9 @@ def _band_text(bands: dict[str, float], of_what: str) -> str:
 
 def _share(fraction: float) -> str:
     """A fraction as a percentage with one decimal, never rounded to 0% or 100% while some value is (not) in it."""
-    if 0 < fraction < 0.0005:
-        return "<0.1%"
     if 0.9995 <= fraction < 1:
         return ">99.9%"
-    return f"{fraction:.1%}"
+    return percent(100 * fraction, ".1f", 0.05)  # below 0.05%: "<0.1%"
 
 
 _ALPHA = {"overflow": 0.15}  # the grey band, lighter than the coloured ones (0.3)

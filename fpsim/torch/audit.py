@@ -20,7 +20,7 @@ from rich.text import Text
 from torch.utils._pytree import tree_flatten
 
 from fpsim._decimal import floor_log2
-from fpsim._terminal import table
+from fpsim._terminal import percent, table
 from fpsim.flags import Flags, suspended
 from fpsim.formats import Format, get_format
 from fpsim.scaling import DynamicLossScaler
@@ -555,10 +555,7 @@ def _number(value: float | None) -> str:
 
 
 def _percent(count: int, total: int) -> str:
-    if count == 0:
-        return "0"
-    share = 100 * count / total
-    return f"{share:.3g}%" if share >= 0.01 else "<0.01%"  # never print a nonzero count as 0
+    return "0" if count == 0 else percent(100 * count / total, ".3g", 0.01)  # never print a nonzero count as 0
 
 
 def _loss_scale_section(result: Audit) -> list[RenderableType]:
