@@ -123,8 +123,9 @@ def test_a_module_called_twice_is_audited_at_each_call():
 
 
 # ---- loss scales ---------------------------------------------------------------------------------------------------
-def _known_gradients(k: float) -> tuple[torch.nn.Module, torch.Tensor]:
-    """out = x · w with w = 1, x = 1/2 and loss = k · out: the gradients are dL/dout = k and dL/dw = k/2."""
+def _known_gradients() -> tuple[torch.nn.Module, torch.Tensor]:
+    """out = x · w with w = 1 and x = 1/2: under loss = k · out (the test's k) the gradients are dL/dout = k and
+    dL/dw = k/2."""
     model = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(1.0)
@@ -144,7 +145,7 @@ def _known_gradients(k: float) -> tuple[torch.nn.Module, torch.Tensor]:
 )  # fmt: skip
 def test_recommended_loss_scale_is_the_analytic_power_of_two(fmt, headroom, exponent):
     k = 3 * 2.0**-20
-    model, x = _known_gradients(k)
+    model, x = _known_gradients()
     scale = audit(model, x, lambda out: out.sum() * k, fmt, headroom=headroom).loss_scales[fmt]
     assert scale.largest == k
     assert scale.recommended == 2.0**exponent
@@ -156,7 +157,7 @@ def test_rescued_counts_the_gradients_that_flush_only_unscaled(fmt, rescued):
     # k = 3·2^-20 and k/2: below fp8_e4m3's half least subnormal (2^-10) and e5m2's (2^-17): both flush;
     # in fp16 (least subnormal 2^-24) both are subnormal, nothing flushes. Scaled, both are normal numbers.
     k = 3 * 2.0**-20
-    model, x = _known_gradients(k)
+    model, x = _known_gradients()
     scale = audit(model, x, lambda out: out.sum() * k, fmt).loss_scales[fmt]
     assert (scale.flushed_unscaled, scale.flushed_scaled, scale.rescued, scale.total) == (rescued, 0, rescued, 2)
 
@@ -186,7 +187,7 @@ def test_floor_log2_brackets_the_limit(limit):
     ("fmt", "k"), [("fp16", 3 * 2.0**-20), ("fp8_e4m3", 3 * 2.0**-6), ("fp16", 1.0), ("fp16", 65510 * 2.0**-20)]
 )
 def test_dynamic_steady_state_is_where_the_scaler_state_machine_settles(fmt, k):
-    model, x = _known_gradients(k)
+    model, x = _known_gradients()
     scale = audit(model, x, lambda out: out.sum() * k, fmt).loss_scales[fmt]
     interval = DynamicLossScaler().growth_interval
     scales, skipped = _simulate_grad_scaler(fmt, k, scale.settle_steps + 3 * (interval + 1))
@@ -199,13 +200,13 @@ def test_dynamic_steady_state_is_where_the_scaler_state_machine_settles(fmt, k):
 
 def test_between_max_and_the_overflow_threshold_the_recommendation_and_the_scaler_part():
     k = 65510 * 2.0**-20  # times 2^20: above max 65504, rounds to it (below 65520): GradScaler keeps 2^20
-    model, x = _known_gradients(k)
+    model, x = _known_gradients()
     scale = audit(model, x, lambda out: out.sum() * k, "fp16", headroom=1).loss_scales["fp16"]
     assert (scale.recommended, scale.dynamic) == (2.0**19, 2.0**20)
 
 
 def test_a_scale_that_never_overflows_stops_at_fp32s_largest_power_of_two():
-    model, x = _known_gradients(2.0**-10)
+    model, x = _known_gradients()
     scale = audit(model, x, lambda out: out.sum() * 2.0**-10, "bf16").loss_scales["bf16"]
     assert (scale.dynamic, scale.settle_steps, scale.settle_skipped) == (2.0**127, (127 - 16) * 2000, 0)
     assert scale.flushed_unscaled == 0
@@ -236,7 +237,7 @@ def test_a_nan_parameter_is_the_first_non_finite_tensor():
 
 
 def test_no_non_finite_tensor_gives_none():
-    model, x = _known_gradients(1.0)
+    model, x = _known_gradients()
     assert audit(model, x, lambda out: out.sum()).first_nonfinite is None
 
 
@@ -387,7 +388,7 @@ def test_an_error_in_the_audits_own_hooks_is_raised_as_it_is(monkeypatch, failin
 
 # ---- loss scales at the edges --------------------------------------------------------------------------------------
 def test_fp64_gets_the_largest_fp32_scale():
-    model, x = _known_gradients(2.0**-10)
+    model, x = _known_gradients()
     scale = audit(model, x, lambda out: out.sum() * 2.0**-10, ("fp64",)).loss_scales["fp64"]
     # fp64's max / 2^-10 is about 2^1034: GradScaler's fp32 scale stops at 2^127, and nothing overflows there
     assert (scale.recommended, scale.dynamic, scale.settle_steps, scale.settle_skipped) == (
@@ -398,7 +399,7 @@ def test_fp64_gets_the_largest_fp32_scale():
 def test_a_saturating_format_never_stops_the_scaler(fmt, largest, clip):
     # fp4_e2m1's max is 6 = 1.5·2^2: 2^12·2^-10 = 4 fits, 2^13·2^-10 = 8 > 6 is clipped to 6 (no inf to see).
     # fp6_e3m2's max is 28: 2^5·0.75 = 24 fits, 2^6·0.75 = 48 is clipped; the text names the first clipping scale.
-    model, x = _known_gradients(largest)
+    model, x = _known_gradients()
     scale = audit(model, x, lambda out: out.sum() * largest, fmt).loss_scales[fmt]
     assert scale.saturates and fpsim.get_format(fmt).overflow == "saturate"
     assert (scale.dynamic, scale.settle_steps, scale.settle_skipped) == (2.0**127, (127 - 16) * 2000, 0)
@@ -453,80 +454,3 @@ def test_histogram_titles_never_round_a_nonzero_share_to_zero_and_the_title_fits
     figure.canvas.draw()
     box, frame = figure._suptitle.get_window_extent(), figure.bbox
     assert frame.x0 <= box.x0 and box.x1 <= frame.x1, "the suptitle runs past the figure's edges"
-
-
-# ---- torch's fp32 math settings (fpsim.torch._settings) ------------------------------------------------------------
-def _fp32_state() -> tuple:
-    """Every reader of torch's fp32 precision state, legacy and per backend ("raises" where torch refuses)."""
-    backends = torch.backends
-
-    def read(getter):
-        try:
-            return getter()
-        except RuntimeError:
-            return "raises"
-
-    legacy = (torch.get_float32_matmul_precision, lambda: backends.cuda.matmul.allow_tf32,
-              lambda: backends.cudnn.allow_tf32)  # fmt: skip
-    per_backend = [backends, backends.cudnn, backends.cudnn.conv, backends.cudnn.rnn, backends.cuda.matmul,
-                   backends.mkldnn, backends.mkldnn.matmul, backends.mkldnn.conv, backends.mkldnn.rnn]  # fmt: skip
-    return tuple(read(g) for g in legacy) + tuple(read(lambda b=b: b.fp32_precision) for b in per_backend)
-
-
-@pytest.fixture
-def fp32_defaults():
-    """Leave torch's precision state readable and at its default behaviour for the tests after this one."""
-    yield
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cudnn.allow_tf32 = True
-    assert torch.get_float32_matmul_precision() == "highest"
-
-
-def _medium():
-    torch.set_float32_matmul_precision("medium")
-
-
-def _legacy_tf32():
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = False
-
-
-def _per_backend_tf32():
-    torch.backends.cuda.matmul.fp32_precision = "tf32"
-
-
-@pytest.mark.parametrize("set_by_user", [_medium, _legacy_tf32, _per_backend_tf32])
-@pytest.mark.parametrize("tf32", [False, True])
-def test_fp32_matmul_restores_every_precision_flag_as_the_user_set_it(fp32_defaults, set_by_user, tf32):
-    from fpsim.torch._settings import fp32_matmul
-
-    torch.set_float32_matmul_precision("highest")
-    set_by_user()
-    before = _fp32_state()
-    with fp32_matmul(tf32):
-        inside = [b.fp32_precision for b in (torch.backends.cuda.matmul, torch.backends.cudnn.conv,
-                                             torch.backends.mkldnn.matmul)]  # fmt: skip
-    assert inside == ["tf32" if tf32 else "ieee"] * 3
-    assert _fp32_state() == before
-    if set_by_user is _medium:
-        assert before[0] == "medium"  # readable after the block: no "mix of the legacy and new APIs"
-
-
-def test_fp32_matmul_turns_precision_medium_off_for_the_block(fp32_defaults):
-    from fpsim.torch._settings import fp32_matmul
-
-    a = torch.randn(128, 128, generator=torch.Generator().manual_seed(0))
-    torch.set_float32_matmul_precision("highest")
-    exact = a @ a
-    torch.set_float32_matmul_precision("medium")  # oneDNN may use bf16 for fp32 matmuls
-    with fp32_matmul():
-        inside = a @ a
-    assert torch.equal(inside, exact)
-
-
-def test_first_line_is_the_type_and_the_first_line_of_the_message():
-    from fpsim.torch._settings import first_line
-
-    assert first_line(RuntimeError("mat1 and mat2 shapes cannot be multiplied\n  at frame 3")) == (
-        "RuntimeError: mat1 and mat2 shapes cannot be multiplied")  # fmt: skip
-    assert first_line(ValueError()) == "ValueError"
