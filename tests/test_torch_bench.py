@@ -117,10 +117,10 @@ def test_the_claims_are_the_measured_ratios_beside_2_to_3x_and_50_percent(quick_
         fp32, low = steps[(row["model"], "fp32")], steps[(row["model"], row["policy"])]
         assert row["speedup"] == fp32["seconds"] / low["seconds"]  # the fastest repeats
         assert row["memory_ratio"] == low["peak_bytes"] / fp32["peak_bytes"]
-        spread = max(fp32["median_seconds"] / fp32["seconds"], low["median_seconds"] / low["seconds"])
-        assert row["reliable"] == (spread <= 1.5)
-        assert row["speed"] == (speed_verdict(row["speedup"]) if row["reliable"] else f"unreliable: timings spread "
-                                f"{spread:.1f}× (median over fastest) — rerun on an idle machine")  # fmt: skip
+        worst = max(fp32, low, key=lambda r: r["median_seconds"] / r["seconds"])  # the wider spread decides
+        assert row["reliable"] == (worst["median_seconds"] / worst["seconds"] <= 1.5)
+        why = unreliable(worst["seconds"], worst["median_seconds"])
+        assert row["speed"] == (speed_verdict(row["speedup"]) if row["reliable"] else why)
         assert row["memory"] == memory_verdict(row["memory_ratio"])
     assert "speed-up (claim: 2–3× faster)" in stdout and "memory saved (claim: 50% less memory)" in stdout
     for row in claims["steps"]:
