@@ -114,7 +114,8 @@ def test_tutorial_keeps_the_file_contract(path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith(HEADER), "the file must open with the jupytext header block"
     first = _first_cell(text)
-    assert first[0] == f"# {int(path.name[:2])}. {first[0].split('. ', 1)[-1]}" and ". " in first[0], first[0]
+    prefix = f"# {int(path.name[:2])}. "
+    assert first[0].startswith(prefix) and first[0][len(prefix) :].strip(), first[0]  # '# N. Title'
     assert any(line.startswith("*Goal:* ") for line in first), "a '*Goal:* ...' line"
     minutes = [int(m[1]) for line in first if (m := re.fullmatch(r"\*Time:\* about (\d+) minutes", line))]
     assert minutes and 5 <= minutes[0] <= 15, "a '*Time:* about M minutes' line, M from 5 to 15"
