@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional
 
 from fpsim import data as datasets
+from fpsim import train as simulator
 from fpsim.codec import round as round_to
 from fpsim.nn import MLP
 
@@ -25,7 +26,8 @@ MODELS = {
     "tiny-transformer": "a two-layer transformer encoder reversing a batch of 32 random 12-token sequences",
 }
 
-BATCH_SIZE = 64  # the experiment's batch (fpsim.train.Config.batch_size)
+_EXPERIMENT = simulator.Config()  # fpsim.train's defaults: digits-mlp is its model on its first batch
+BATCH_SIZE = _EXPERIMENT.batch_size
 _VOCABULARY, _LENGTH, _SEQUENCES = 16, 12, 32  # the transformer's synthetic task
 
 
@@ -57,9 +59,9 @@ def load(name: str, seed: int = 0) -> Example:
     return Example(name, model.train(), batch, target, loss_fn)
 
 
-def _digits_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _digits_batch(seed: int, dataset: datasets.Dataset | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The experiment's first training batch (fpsim.train.run with this seed), pixels in [0, 1]."""
-    dataset = datasets.digits(seed=seed)
+    dataset = datasets.digits(seed=seed) if dataset is None else dataset
     rows = datasets.batches(len(dataset.x_train), BATCH_SIZE, seed, step=0)
     images = torch.from_numpy(dataset.x_train[rows]).float()  # k/16: exact in float32
     return images, torch.from_numpy(dataset.y_train[rows])
@@ -75,17 +77,20 @@ class DigitsMLP(torch.nn.Module):
         self.linears, self.norms, self.activation = mlp.linears, mlp.norms, mlp.activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linears[1](self.activation(self.norms[0](self.linears[0](x))))
+        for linear, norm in zip(self.linears, self.norms):  # the hidden blocks; the last Linear has no norm
+            x = self.activation(norm(linear(x)))
+        return self.linears[-1](x)
 
 
 def _digits_mlp(seed: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     from fpsim.torch.training import TorchMLP, load_simulator_state
 
-    sizes = [64, 64, 10]
-    simulator = MLP(sizes, activation="relu", norm="batch", seed=seed)  # fpsim.train's initial weights
-    mlp = TorchMLP(sizes, activation="relu", norm="batch")
-    load_simulator_state(mlp, {k: round_to(v, "fp32") for k, v in simulator.params.items()})  # the fp32 master
-    return (DigitsMLP(mlp), *_digits_batch(seed))
+    config, dataset = _EXPERIMENT, datasets.digits(seed=seed)
+    sizes = [dataset.n_features, *config.hidden, dataset.n_classes]
+    initial = MLP(sizes, config.activation, config.norm, config.init_gain, seed)  # fpsim.train's initial weights
+    mlp = TorchMLP(sizes, activation=config.activation, norm=config.norm)
+    load_simulator_state(mlp, {k: round_to(v, "fp32") for k, v in initial.params.items()})  # the fp32 master
+    return (DigitsMLP(mlp), *_digits_batch(seed, dataset))
 
 
 class DigitsCNN(torch.nn.Module):
