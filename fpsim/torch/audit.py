@@ -521,14 +521,10 @@ def _summary(result: Audit) -> list[RenderableType]:
     counted = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in kinds.items() if n)
     steps = f"{result.steps} step{'s' if result.steps != 1 else ''}"
     return [Text(f"{len(result.tensors)} tensors of the fp32 run, {steps}: {counted}.\n"
-                 f"kind: {_legend()}.\n"
+                 "kind: param (a weight or bias), act (a module's output), act-grad (its gradient), grad (a "
+                 "parameter's gradient).\n"
                  "overflow, subnormal, flushed: % of the tensor's elements, counted by fpsim's codec.\n"
                  "error: |round(x) - x| / |x| over the elements that stay nonzero and finite.")]  # fmt: skip
-
-
-def _legend() -> str:
-    """Each abbreviated kind with its KINDS description (loss, not abbreviated, needs none)."""
-    return ", ".join(f"{_SHORT_KINDS[kind]} ({text})" for kind, text in KINDS.items() if _SHORT_KINDS[kind] != kind)
 
 
 def _format_section(result: Audit, fmt: str, rows: int) -> list[RenderableType]:
