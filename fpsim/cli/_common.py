@@ -198,6 +198,9 @@ def device_arg(text: str):
         raise UsageError(message.replace("use the device", "use --device")) from None
 
 
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")  # what save_figure writes
+
+
 def save_figure(figure, path: str, argument: str) -> None:
     """Write a matplotlib figure to `path` (already passed check_output_path) in the format its suffix names, at
     110 dpi, and say so."""

@@ -11,10 +11,17 @@ import json
 import fpsim
 from fpsim import _terminal
 from fpsim._files import atomic_write, check_output_path
-from fpsim.cli._common import LineFormatter, UsageError, api_errors, device_arg, formats_arg, save_figure
+from fpsim.cli._common import (
+    FIGURE_SUFFIXES,
+    LineFormatter,
+    UsageError,
+    api_errors,
+    device_arg,
+    formats_arg,
+    save_figure,
+)
 
 JSON_SUFFIXES = (".json",)
-PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 API_NAMES = {"steps": "--steps", "headroom": "--headroom", "seed": "--seed", "formats": "--format"}
 DEFAULT_FORMATS = ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2")  # fpsim.torch.audit.DEFAULT_FORMATS (torch not loaded)
 MODEL_NAMES = ("digits-mlp", "digits-cnn", "tiny-transformer")  # fpsim.torch.models.MODELS; a test keeps them equal
@@ -24,7 +31,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     if args.json is not None:
         check_output_path(args.json, suffixes=JSON_SUFFIXES, argument="--json")
     if args.plot is not None:
-        check_output_path(args.plot, suffixes=PLOT_SUFFIXES, argument="--plot")
+        check_output_path(args.plot, suffixes=FIGURE_SUFFIXES, argument="--plot")
     if args.rows < 1:
         raise UsageError(f"--rows must be a positive integer, got {args.rows}")
 

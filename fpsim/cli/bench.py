@@ -11,16 +11,15 @@ import json
 
 from fpsim import _terminal
 from fpsim._files import atomic_write, check_output_path
-from fpsim.cli._common import LineFormatter, api_errors, device_arg, save_figure
+from fpsim.cli._common import FIGURE_SUFFIXES, LineFormatter, api_errors, device_arg, save_figure
 
 JSON_SUFFIXES = (".json",)
-PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 DEVICES = "cpu, cuda, cuda:N or auto (cuda when present, else the CPU)"
 API_NAMES = {"models": "--model", "policies": "--policy"}
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    outputs = [(args.out, JSON_SUFFIXES, "-o"), (args.plot, PLOT_SUFFIXES, "--plot")]
+    outputs = [(args.out, JSON_SUFFIXES, "-o"), (args.plot, FIGURE_SUFFIXES, "--plot")]
     for path, suffixes, name in outputs:
         if path is not None:
             check_output_path(path, suffixes=suffixes, argument=name)

@@ -13,9 +13,18 @@ import os
 import stat
 
 from fpsim import _terminal, train
-from fpsim._files import atomic_write, check_output_path
+from fpsim._files import check_output_path
 from fpsim.blocks import BLOCK_ALIASES, BLOCK_FORMATS, block_format_or_none
-from fpsim.cli._common import LineFormatter, UsageError, api_errors, format_names, formats_arg, parse_value
+from fpsim.cli._common import (
+    FIGURE_SUFFIXES,
+    LineFormatter,
+    UsageError,
+    api_errors,
+    format_names,
+    formats_arg,
+    parse_value,
+    save_figure,
+)
 
 KINDS = {
     "range": "subnormal, normal and overflow regions of each format on a log2 axis",
@@ -40,7 +49,6 @@ RUN_KINDS = ("histogram", "training")
 BLOCK_DEFAULTS = {"blocks": "mxfp4", "block-error": "mxfp4,nvfp4,fp8_e4m3"}  # block formats (and element formats)
 RUN_POLICIES = ("fp32", "fp16", "amp")
 DEFAULT_SCENARIO, DEFAULT_STEPS, DEFAULT_VALUE = "underflow", 150, "0.1"
-SUFFIXES = (".png", ".svg", ".pdf")
 # option → the kinds it applies to; any other kind given it is an error, not a silently ignored option
 APPLIES = {"value": ("bits",), "formats": (*DEFAULT_FORMATS, *BLOCK_DEFAULTS), "source": (*RUN_KINDS, "compare"),
            "scenario": (*RUN_KINDS, "compare", "block-error"), "steps": (*RUN_KINDS, "block-error"),
@@ -200,12 +208,10 @@ def _reporter(update):
 def cmd_plot(args: argparse.Namespace) -> None:
     _check_options(args)
     out = args.out if args.out is not None else f"{args.kind}.png"
-    check_output_path(out, suffixes=SUFFIXES, argument="-o")  # before any training or drawing
+    check_output_path(out, suffixes=FIGURE_SUFFIXES, argument="-o")  # before any training or drawing
     with api_errors(names=API_NAMES, lacking={"on_nan": _NO_NAN_ADVICE}):
         figure = _figure(args)
-    suffix = os.path.splitext(out)[1].lower().lstrip(".")
-    atomic_write(out, lambda file: figure.savefig(file, format=suffix, dpi=110), binary=True, argument="-o")
-    print(f"wrote {out}")
+    save_figure(figure, out, "-o")
 
 
 def _epilog() -> str:
