@@ -85,8 +85,7 @@ def precision_diagram(
         start, stop = _tail_window(fmt)
         _spacing(tail, fmt, (start, stop), absolute)
         _spacing(zoom, fmt, (max(-2.0, start), min(2.0, np.log2(fmt.max))), absolute)
-        has_subnormals = fmt.subnormals and fmt.smallest_subnormal < fmt.smallest_normal
-        tail.set_title(f"{fmt.name}: " + ("subnormals and " if has_subnormals else "no subnormals; ")
+        tail.set_title(f"{fmt.name}: " + ("subnormals and " if fmt.has_subnormals else "no subnormals; ")
                        + "the first normal binades", fontsize=9)  # fmt: skip
         zoom.set_title(f"around 1: one {'step' if absolute else 'tooth'} per binade, {fmt.emax - fmt.emin + 1} in all",
                        fontsize=9)  # fmt: skip
@@ -123,7 +122,7 @@ def _spacing(axis: Axes, fmt: Format, window: tuple[float, float], absolute: boo
     x = x[(x >= 2.0 ** window[0]) & (x < 2.0 ** window[1])]
     spacing = fmt.ulp(x)
     axis.plot(np.log2(x), np.log2(spacing if absolute else spacing / x), color=style(fmt)["color"], gid=fmt.name)
-    if fmt.subnormals and fmt.smallest_subnormal < fmt.smallest_normal and fmt.emin > window[0]:
+    if fmt.has_subnormals and fmt.emin > window[0]:
         axis.axvspan(window[0], fmt.emin, color=REGION_COLORS["subnormal"], alpha=0.15, linewidth=0)
         axis.text(fmt.emin, 0.88, "subnormal | normal", transform=axis.get_xaxis_transform(), ha="center",
                   fontsize=7, color="#555555")  # fmt: skip

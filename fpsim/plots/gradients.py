@@ -192,9 +192,8 @@ def _shade(axis, fmt: Format, span: tuple[float, float]) -> set[str]:
     """The bands where a value rounds to zero, a subnormal, a normal value, past max, within span; edges at the
     midpoints. Returns the bands drawn."""
     least, normal, top = np.log2(fmt.smallest_subnormal), float(fmt.emin), np.log2(fmt.max)
-    has_subnormals = fmt.subnormals and fmt.nmant > 0
-    edge = least - 1 if has_subnormals else normal - 1  # half the least subnormal (normal) rounds to zero
-    spans = {"flush": (span[0], edge), "subnormal": (edge, normal) if has_subnormals else (0, 0),
+    edge = least - 1 if fmt.has_subnormals else normal - 1  # half the least subnormal (normal) rounds to zero
+    spans = {"flush": (span[0], edge), "subnormal": (edge, normal) if fmt.has_subnormals else (0, 0),
              "normal": (normal, top), "overflow": (top, span[1])}  # fmt: skip
     drawn = set()
     for region, (start, stop) in spans.items():
